@@ -1,0 +1,139 @@
+"""Keyword-spotting models over log-mel input (N, 1, n_mels, frames).
+
+- ``dscnn_s/m/l``: DS-CNN from "Hello Edge" / the MLPerf Tiny KWS reference (S: 64 ch x 4 DS blocks, M: 172 x 4,
+  L: 276 x 5): a 2-D conv stem (stride 2) then depthwise-separable blocks, average pool, linear.
+- ``ds_tcn``: a depthwise-separable *temporal* conv net with causal, dilated, unpadded ("valid") 1-D convs and
+  an average over the last frames. Because every layer only looks back in time, it has an exact streaming
+  form (Rybakov et al. 2020, external state): each hop feeds only the new frames plus per-layer state, and
+  the result equals re-running the whole window (``DSTCNStream``).
+"""
+from __future__ import annotations
+
+from . import ModelSpec, register
+
+
+def _dscnn(num_classes: int, width: int, blocks: int, dropout: float | None = None, n_mels: int = 40):
+    import torch.nn as nn
+
+    class DSCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers = [nn.Conv2d(1, width, (4, 10), stride=2, padding=(1, 4), bias=False), nn.BatchNorm2d(width),
+                      nn.ReLU(inplace=True)]
+            for _ in range(blocks):
+                layers += [nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False), nn.BatchNorm2d(width),
+                           nn.ReLU(inplace=True), nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width),
+                           nn.ReLU(inplace=True)]
+            self.features = nn.Sequential(*layers)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.drop = nn.Dropout(0.2 if dropout is None else dropout)
+            self.classifier = nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            return self.classifier(self.drop(self.pool(self.features(x)).flatten(1)))
+
+    return DSCNN()
+
+
+TCN_KERNEL = 5
+TCN_DILATIONS = (1, 2, 4, 8)
+
+
+def _ds_tcn(num_classes: int, width: int = 64, dropout: float | None = None, n_mels: int = 40,
+            kernel: int = TCN_KERNEL, dilations=TCN_DILATIONS):
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, c, k, d):
+            super().__init__()
+            self.k, self.d = k, d
+            self.dw = nn.Conv1d(c, c, k, dilation=d, groups=c, bias=False)
+            self.bn1 = nn.BatchNorm1d(c)
+            self.pw = nn.Conv1d(c, c, 1, bias=False)
+            self.bn2 = nn.BatchNorm1d(c)
+            self.act = nn.ReLU(inplace=True)
+
+        @property
+        def context(self) -> int:
+            return (self.k - 1) * self.d
+
+        def forward(self, x):  # valid conv: output is `context` frames shorter, aligned to the newest frames
+            y = self.act(self.bn1(self.dw(x)))
+            y = self.bn2(self.pw(y))
+            # crop time on a 4-D view: Torch-Pruning reads a slice of a 3-D tensor's last dim as a channel
+            # slice (it assumes (N, L, C) layouts), which corrupts pruning of (N, C, T) conv nets
+            return self.act(y + x.unsqueeze(2)[..., self.context:].squeeze(2))
+
+    class DSTCN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv1d(n_mels, width, 3, bias=False)
+            self.stem_bn = nn.BatchNorm1d(width)
+            self.act = nn.ReLU(inplace=True)
+            self.blocks = nn.ModuleList(Block(width, kernel, d) for d in dilations)
+            self.drop = nn.Dropout(0.1 if dropout is None else dropout)
+            self.classifier = nn.Linear(width, num_classes)
+
+        @property
+        def receptive_field(self) -> int:
+            return 3 + sum(b.context for b in self.blocks)
+
+        def embed(self, feats):  # (N, n_mels, T) -> (N, C, T - receptive_field + 1)
+            x = self.act(self.stem_bn(self.stem(feats)))
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+        def forward(self, x):
+            e = self.embed(x.flatten(1, 2) if x.dim() == 4 else x)
+            return self.classifier(self.drop(e.mean(-1)))
+
+    return DSTCN()
+
+
+def streaming_wrapper(model, frames: int, new_frames: int):
+    """The exact streaming form of a DS-TCN: new frames + state in, logits + new state out."""
+    import torch
+    import torch.nn as nn
+
+    class DSTCNStream(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m.eval()
+            self.pool_len = frames - m.receptive_field + 1
+            self.new = new_frames
+
+        def state_shapes(self) -> list[tuple[int, ...]]:
+            c = self.m.classifier.in_features
+            n_mels = self.m.stem.in_channels
+            return [(1, n_mels, 2)] + [(1, c, b.context) for b in self.m.blocks] + [(1, c, self.pool_len)]
+
+        def forward(self, feats, *states):
+            x = torch.cat([states[0], feats], -1)          # (1, n_mels, 2 + F)
+            out_states = [x[..., -2:]]
+            x = self.m.act(self.m.stem_bn(self.m.stem(x)))  # (1, C, F)
+            for b, s in zip(self.m.blocks, states[1:-1]):
+                xx = torch.cat([s, x], -1)                   # (1, C, context + F)
+                out_states.append(xx[..., -b.context:])
+                y = b.act(b.bn1(b.dw(xx)))
+                y = b.bn2(b.pw(y))
+                x = b.act(y + xx[..., b.context:])
+            ring = torch.cat([states[-1], x], -1)[..., -self.pool_len:]
+            out_states.append(ring)
+            return (self.m.classifier(ring.mean(-1)), *out_states)
+
+    return DSTCNStream(model)
+
+
+def _reg(name, build, desc, head="classifier"):
+    register(ModelSpec(name=name, task="kws", build=build, head=head, family="kws", description=desc))
+
+
+_reg("dscnn_s", lambda nc, dropout=None: _dscnn(nc, 64, 4, dropout), "DS-CNN-S (MLPerf Tiny KWS reference), ~23k params")
+_reg("dscnn_m", lambda nc, dropout=None: _dscnn(nc, 172, 4, dropout), "DS-CNN-M, ~140k params")
+_reg("dscnn_l", lambda nc, dropout=None: _dscnn(nc, 276, 5, dropout), "DS-CNN-L, ~420k params")
+_reg("ds_tcn", lambda nc, dropout=None: _ds_tcn(nc, 64, dropout),
+     "depthwise-separable temporal conv net (causal, dilated): has an exact streaming form, ~15k params")
+_reg("test_kws", lambda nc, dropout=None: _dscnn(nc, 8, 1, dropout), "tiny DS-CNN for tests")
+_reg("test_tcn", lambda nc, dropout=None: _ds_tcn(nc, 8, dropout, dilations=(1, 2)),
+     "tiny streaming DS-TCN for tests")
