@@ -1,0 +1,98 @@
+"""The device-side runtime: load a bundle and predict, with numpy + Pillow + ONNX Runtime / OpenVINO only.
+
+Importing this module never imports torch.
+
+Example::
+
+    from edgeft import runtime
+    with runtime.load("runs/r18/bundles/openvino-int8") as model:
+        print(model.predict(["shoe.png"], top_k=3))
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..backends import backend_module
+from ..bundle import STATUS_OK, read_manifest
+from ..errors import BundleError
+
+
+def load(bundle: str | os.PathLike, *, threads: int | None = None, device: str | None = None, batch: int | None = None,
+         allow_failed: bool = False) -> "Model":
+    """Verify the bundle's checksums and open it on its backend (use as a context manager)."""
+    m = read_manifest(bundle)
+    status = m.get("status", STATUS_OK)
+    if status != STATUS_OK and not allow_failed:
+        raise BundleError(f"bundle {str(bundle)!r} is marked {status!r}: {m.get('status_reason', '')}",
+                          hint="re-export it (e.g. with QAT), or pass --allow-failed to use it anyway")
+    if m.get("task") == "kws":
+        from .kws import KwsModel
+
+        return KwsModel(Path(bundle), m, threads=threads, device=device)
+    return Model(Path(bundle), m, threads=threads, device=device, batch=batch)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Model:
+    """A loaded image-classification bundle."""
+
+    def __init__(self, path: Path, manifest: dict, threads=None, device=None, batch=None):
+        from ..data.images import Preprocess
+
+        self.path, self.manifest = path, manifest
+        self.labels: list[str] = list(manifest["labels"])
+        self.task = manifest.get("task", "image_cls")
+        pp = manifest["preprocess"]
+        self.preprocess = Preprocess.from_dict(pp) if pp.get("kind", "image") == "image" else None
+        mod = backend_module(manifest["format"])
+        kw = {"batch": batch} if manifest["format"] == "openvino" else {}
+        self.runner = mod.Runner(path, manifest, threads=threads, device=device, **kw)
+        self._open = False
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def open(self) -> "Model":
+        if not self._open:
+            self.runner.__enter__()
+            self._open = True
+        return self
+
+    def close(self) -> None:
+        if self._open:
+            self.runner.__exit__(None, None, None)
+            self._open = False
+
+    def prepare(self, images) -> np.ndarray:
+        """Images (paths, PIL images or HWC uint8 RGB arrays) -> the model's input batch."""
+        from ..data.images import preprocess_images
+
+        return preprocess_images(list(images), self.preprocess)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self.open()
+        return self.runner.infer(x)
+
+    def predict(self, images, top_k: int = 5, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+        images = list(images)
+        out = []
+        k = min(top_k, len(self.labels))
+        for s in range(0, len(images), batch_size):
+            probs = softmax(self.infer(self.prepare(images[s:s + batch_size])))
+            for p in probs:
+                idx = np.argsort(-p)[:k]
+                out.append([(self.labels[i], float(p[i])) for i in idx])
+        return out
