@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Cross-check edgeft's OpenVINO timing against OpenVINO's own benchmark_app on the same IR.
+
+    .venv/bin/python benchmarks/benchmark_app_compare.py runs/default/bundles/openvino-int8 [--seconds 30]
+
+benchmark_app runs `-hint latency -api sync -nireq 1` with a static batch-1 shape and random inputs (inference
+only); edgeft's number is the `infer` stage of `edgeft bench` (set input + infer + read output) on the same IR
+with the same thread count, so the two should agree within a few percent. Both run in this one script,
+alternating, so machine drift hits both alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def benchmark_app(xml: Path, shape: list[int], seconds: int, threads: int) -> dict:
+    exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [exe, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-nireq", "1", "-t", str(seconds),
+               "-shape", f"[{','.join(map(str, shape))}]", "-nthreads", str(threads), "-report_type", "no_counters",
+               "-report_folder", d]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"benchmark_app failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    out = {}
+    for key, pat in (("median", r"Median:\s+([\d.]+) ms"), ("average", r"Average:\s+([\d.]+) ms"),
+                     ("min", r"Min:\s+([\d.]+) ms"), ("max", r"Max:\s+([\d.]+) ms"),
+                     ("fps", r"Throughput:\s+([\d.]+) FPS"), ("count", r"Count:\s+(\d+) iterations")):
+        m = re.search(pat, r.stdout)
+        out[key] = float(m.group(1)) if m else None
+    return out
+
+
+def edgeft_infer(bundle: Path, seconds: float, threads: int) -> dict:
+    from edgeft.bench.timing import run_window, warmup
+    from edgeft.bundle import read_manifest
+    from edgeft.backends.openvino import Runner
+    from edgeft.stats import summarize
+
+    m = read_manifest(bundle)
+    shape = [1] + [int(d) for d in m["inputs"][0]["shape"][1:]]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    import time
+
+    with Runner(bundle, m, threads=threads, batch=1) as r:
+        warmup(lambda i: r.infer(x), 2.0, 20)
+
+        def step(i):
+            t = time.perf_counter_ns()
+            r.infer(x)
+            return {"infer": (time.perf_counter_ns() - t) / 1e6, "e2e": 0.0}
+
+        w = run_window(step, 0, seconds, 100)
+        s = summarize(w.samples["infer"])
+        s["info"] = r.info
+    return s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    from edgeft.bench.harness import default_threads
+    from edgeft.bundle import read_manifest
+    from edgeft.utils.env import cpu_model
+
+    threads = a.threads or default_threads()
+    m = read_manifest(a.bundle)
+    if m["format"] != "openvino":
+        print("needs an OpenVINO bundle", file=sys.stderr)
+        return 2
+    shape = [1] + [int(d) for d in m["inputs"][0]["shape"][1:]]
+    rows = []
+    for rnd in range(a.rounds):
+        ba = benchmark_app(a.bundle / m["model_files"]["model"], shape, a.seconds, threads)
+        ours = edgeft_infer(a.bundle, a.seconds, threads)
+        rows.append((ba, ours))
+        print(f"round {rnd + 1}: benchmark_app median {ba['median']:.3f} ms (n={ba['count']:.0f}) | edgeft infer "
+              f"p50 {ours['p50']:.3f} ms (n={ours['count']}) p99 {ours['p99']:.3f} | ratio {ours['p50'] / ba['median']:.3f}")
+    ba_med = float(np.median([r[0]["median"] for r in rows]))
+    our_med = float(np.median([r[1]["p50"] for r in rows]))
+    print(json.dumps({"machine": cpu_model(), "threads": threads, "bundle": str(a.bundle), "precision": m["precision"],
+                      "benchmark_app_median_ms": ba_med, "edgeft_infer_p50_ms": our_med,
+                      "ratio": round(our_med / ba_med, 4), "edgeft_runtime": rows[-1][1]["info"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Benchmark samples and per-task pipelines (pre / post), torch-free.
+
+Samples are decoded but not preprocessed: decoding is untimed (like MLPerf's in-memory sample library, and
+like frames arriving from a camera); preprocessing (resize, crop, normalise) is timed as the ``pre`` stage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import DataError, did_you_mean
+
+
+@dataclass
+class Samples:
+    """Raw samples for one task: ``raw(i)`` gives sample i (HWC uint8 RGB image, or a float32 waveform)."""
+
+    name: str
+    task: str
+    classes: list[str]
+    targets: np.ndarray
+    raw: Callable[[int], np.ndarray]
+    sha256: str = ""
+
+    def __len__(self) -> int:
+        return int(len(self.targets))
+
+
+def load_samples(spec: str, task: str, labels: list[str], limit: int | None = None) -> Samples:
+    if task == "image_cls":
+        return _image_samples(spec, labels, limit)
+    if task == "kws":
+        from .audio_data import kws_samples
+
+        return kws_samples(spec, labels, limit)
+    raise DataError(f"no benchmark data loader for task {task!r}")
+
+
+def _image_samples(spec: str, labels: list[str], limit: int | None) -> Samples:
+    from PIL import Image
+
+    from ..data.images import BUILTIN, builtin_split_raw, scan_class_folder
+    from ..utils.io import sha256_bytes
+
+    name, _, split = spec.partition(":")
+    if name in BUILTIN:
+        x, y, classes = builtin_split_raw(name, split or "test")
+        _check_labels(classes, labels, spec)
+        if limit:
+            x, y = x[:limit], y[:limit]
+        y = np.asarray([labels.index(classes[t]) for t in y], np.int64)
+        digest = sha256_bytes(x.tobytes() + y.tobytes())[:16]
+        return Samples(f"{name}:{split or 'test'}", "image_cls", list(labels), y,
+                       lambda i: np.repeat(x[i][..., None], 3, -1), digest)
+    root = Path(spec).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--data {spec!r} is neither a built-in dataset ({', '.join(BUILTIN)}[:split]) nor a folder",
+                        hint="pass a folder of class sub-folders named after the model's labels")
+    if (root / "train").is_dir():
+        for cand in ("test", "val", "validation"):
+            if (root / cand).is_dir():
+                root = root / cand
+                break
+    files = scan_class_folder(root)
+    _check_labels(sorted(files), labels, spec)
+    items = [(f, labels.index(c)) for c in sorted(files) for f in files[c]]
+    if limit and limit < len(items):
+        keep = np.sort(np.random.default_rng(0).permutation(len(items))[:limit])
+        items = [items[i] for i in keep]
+    paths = [f for f, _ in items]
+    y = np.asarray([t for _, t in items], np.int64)
+
+    def raw(i: int) -> np.ndarray:
+        with Image.open(paths[i]) as im:
+            return np.asarray(im.convert("RGB"))
+
+    digest = sha256_bytes("\n".join(f"{p.relative_to(root)}:{t}" for p, t in items).encode())[:16]
+    return Samples(str(root), "image_cls", list(labels), y, raw, digest)
+
+
+def _check_labels(classes: list[str], labels: list[str], spec: str) -> None:
+    unknown = [c for c in classes if c not in labels]
+    if unknown:
+        hint = did_you_mean(unknown[0], labels)
+        raise DataError(f"the classes of --data {spec!r} do not match the model's labels: {unknown[:5]} are not "
+                        f"among {labels[:10]}{' ...' if len(labels) > 10 else ''}.{hint}",
+                        hint="benchmark with data labelled like the model (its labels.txt / manifest.json)")
+
+
+# ------------------------------------------------------------------------------------- pipelines
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def postprocess(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax + top-k, what an application does with the logits."""
+    p = softmax(logits)
+    k = min(k, p.shape[-1])
+    idx = np.argpartition(-p, k - 1, axis=-1)[..., :k]
+    order = np.take_along_axis(p, idx, -1).argsort(-1)[..., ::-1]
+    return np.take_along_axis(idx, order, -1), p
+
+
+def make_pre(task: str, preprocess: dict) -> Callable[[list[np.ndarray]], np.ndarray]:
+    if task == "image_cls":
+        from ..data.images import Preprocess, preprocess_images
+
+        p = Preprocess.from_dict(preprocess)
+        return lambda raws: preprocess_images(raws, p)
+    if task == "kws":
+        from ..runtime.features import LogMel
+
+        lm = LogMel.from_spec(preprocess)
+        return lambda raws: np.stack([lm.clip_features(r)[None] for r in raws]).astype(np.float32)
+    raise DataError(f"no preprocessing for task {task!r}")

@@ -1,0 +1,127 @@
+"""``edgeft camera``: a bundle on a live camera or a video, with an on-screen or terminal overlay (torch-free)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from .. import runtime
+from ..errors import DataError
+from ..utils.log import err, quiet
+from .camera import (CameraResult, Frame, Handoff, _cv2, camera_latency, consume, decode_video, run_camera,
+                     summarize_camera)
+from .data import make_pre, postprocess
+
+
+def _gui(display: bool):
+    if not display or not os.environ.get("DISPLAY"):
+        return None
+    try:
+        cv2 = _cv2()
+        cv2.namedWindow("edgeft", cv2.WINDOW_NORMAL)
+        return cv2
+    except Exception:  # noqa: BLE001 - headless OpenCV builds have no GUI: fall back to the terminal
+        return None
+
+
+def live_camera(bundle, source: str, fps: float = 30.0, duration: float = 30.0, handoff: str = "latest",
+                threads: int | None = None, display: bool = True) -> dict:
+    model = runtime.load(bundle, threads=threads, batch=1)
+    if model.task != "image_cls":
+        raise DataError(f"`edgeft camera` runs image classifiers; {bundle} is a {model.task} bundle",
+                        hint="use `edgeft listen` for keyword spotting")
+    pre = make_pre(model.task, model.manifest["preprocess"])
+    gui = _gui(display)
+    stats = {"n": 0, "t": time.perf_counter(), "fps": 0.0, "label": "", "p": 0.0, "e2e": 0.0}
+    lock = threading.Lock()
+
+    def process(img: np.ndarray) -> dict:
+        c = time.perf_counter_ns
+        t0 = c()
+        x = pre([img])
+        t1 = c()
+        y = model.infer(x)
+        t2 = c()
+        top, p = postprocess(y, 1)
+        t3 = c()
+        label, prob = model.labels[int(top[0, 0])], float(p[0, top[0, 0]])
+        with lock:
+            stats.update(label=label, p=prob)
+        if gui is not None:
+            view = np.ascontiguousarray(img[..., ::-1])
+            txt = f"{label} {prob:.2f} | {stats['fps']:.1f} fps | e2e {stats['e2e']:.1f} ms"
+            gui.putText(view, txt, (8, 24), gui.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
+            gui.imshow("edgeft", view)
+            gui.waitKey(1)
+        return {"pre": (t1 - t0) / 1e6, "infer": (t2 - t1) / 1e6, "post": (t3 - t2) / 1e6, "label": label}
+
+    def on_result(rec: dict) -> None:
+        now = time.perf_counter()
+        with lock:
+            stats["n"] += 1
+            stats["e2e"] = rec["e2e"]
+            if now - stats["t"] >= 0.5:
+                stats["fps"] = stats["n"] / (now - stats["t"])
+                stats["n"], stats["t"] = 0, now
+                if gui is None and not quiet():
+                    err.print(f"\r{stats['label']:>14s} {stats['p']:.2f} | {stats['fps']:5.1f} fps | "
+                              f"e2e {stats['e2e']:6.2f} ms", end="")
+
+    with model:
+        process(np.zeros((model.preprocess.resize, model.preprocess.resize, 3), np.uint8))  # first inference
+        if source.isdigit():
+            res = _run_live(int(source), process, duration, handoff, on_result)
+            kind = "app_arrival"
+        else:
+            frames = decode_video(source)
+            res = run_camera(process, frames, fps, duration, handoff, on_result=on_result)
+            kind = "scheduled"
+    if gui is None and not quiet():
+        err.print("")
+    out = {"source": source, "capture_timestamp_kind": kind, "camera": summarize_camera(res),
+           "latency": camera_latency(res), "bundle": str(bundle), "format": model.manifest["format"],
+           "precision": model.manifest["precision"]}
+    if gui is not None:
+        gui.destroyAllWindows()
+    return out
+
+
+def _run_live(index: int, process, duration: float, handoff: str, on_result) -> CameraResult:
+    """A real camera: a reader thread publishes each frame as it arrives (t_sched = arrival time)."""
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(index)
+    if not cap.isOpened():
+        raise DataError(f"cannot open camera {index}", hint="check the device (ls /dev/video*) or pass a video file")
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    ho = Handoff(handoff)
+    res = CameraResult(fps=fps, offered=0, handoff=handoff, deadline_ms=1e3 / fps)
+    t0 = time.perf_counter()
+    res.t0 = t0
+    stop = threading.Event()
+
+    def reader():
+        k = 0
+        while not stop.is_set() and time.perf_counter() - t0 < duration:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            t = time.perf_counter()
+            res.lateness_ms.append(0.0)
+            ho.put(Frame(k, np.ascontiguousarray(bgr[..., ::-1]), t, t))
+            k += 1
+        res.offered = k
+        ho.close()
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    try:
+        consume(ho, process, t0, res, on_result)
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        cap.release()
+    res.dropped = sorted(ho.dropped)
+    return res

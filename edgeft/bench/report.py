@@ -1,0 +1,280 @@
+"""Bench results: versioned JSON, Markdown and terminal tables, PNG plots, and merging across machines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DataError
+from ..utils.io import atomic_write_json, atomic_write_text, atomic_write_with
+
+SCHEMA_MAJOR = "1"
+REQUIRED = ("schema_version", "run_id", "scenario", "device", "artifacts", "reference", "validity")
+
+
+def save_json(doc: dict, path: str | Path) -> Path | None:
+    """Write the result JSON; raw per-sample latencies (keys starting with '_') go to a side .npz file."""
+    import numpy as np
+
+    path = Path(path)
+    public = {k: v for k, v in doc.items() if not k.startswith("_")}
+    side = None
+    if doc.get("_raw"):
+        side = path.with_suffix(".samples.npz")
+        arrays = {f"e2e::{k}": np.asarray(v, np.float64) for k, v in doc["_raw"].items()}
+        atomic_write_with(side, lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
+        public["raw_samples"] = side.name
+    atomic_write_json(path, public)
+    return side
+
+
+def load_json(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"result file {str(p)!r} does not exist") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{str(p)!r} is not a JSON file ({e})", hint="pass files written by `edgeft bench --json`") \
+            from None
+    if not isinstance(doc, dict) or any(k not in doc for k in REQUIRED):
+        missing = [k for k in REQUIRED if not isinstance(doc, dict) or k not in doc]
+        raise DataError(f"{str(p)!r} is not an edgeft bench result (missing {', '.join(missing)})",
+                        hint="pass files written by `edgeft bench --json`")
+    if str(doc["schema_version"]).split(".")[0] != SCHEMA_MAJOR:
+        raise DataError(f"{str(p)!r}: result schema {doc['schema_version']} is not readable by this edgeft "
+                        f"(schema {SCHEMA_MAJOR}.x)", hint="re-run the benchmark or upgrade edgeft")
+    return doc
+
+
+def _f(v, nd=3, suffix="") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}{suffix}"
+    return f"{v}{suffix}"
+
+
+def rows(doc: dict) -> list[dict]:
+    out = []
+    dev = doc["device"].get("cpu_model", "?")
+    for a in doc["artifacts"]:
+        acc = a.get("accuracy", {})
+        lat = a.get("latency", {})
+        e2e, inf = lat.get("e2e", {}), lat.get("infer", {})
+        vs = a.get("vs_reference", {})
+        cam = a.get("camera") or {}
+        aud = a.get("audio") or {}
+        r = {
+            "device": dev, "artifact": a["name"], "format": f"{a['format']}/{a['precision']}",
+            "top1": acc.get("top1"), "top1_ci": acc.get("top1_ci95"), "d_top1": vs.get("top1_delta_points"),
+            "e2e_p50": e2e.get("p50"), "e2e_p90": e2e.get("p90"), "e2e_p99": e2e.get("p99"),
+            "p99_ub99": e2e.get("p99_ub99"), "infer_p50": inf.get("p50"),
+            "compute_p50": (lat.get("compute") or {}).get("p50"),
+            "sps": (a.get("throughput") or {}).get("throughput_sps"),
+            "speedup": vs.get("speedup_p50"), "speedup_rng": vs.get("p50_ratio"),
+            "mb": a.get("bytes", 0) / 1e6 if a.get("bytes") else None,
+            "gmacs": (a.get("roofline") or {}).get("achieved_gmacs"),
+            "pct_peak": (a.get("roofline") or {}).get("pct_of_peak"),
+            "valid": a.get("validity", {}).get("valid"),
+            "reference": a.get("reference"),
+        }
+        if cam:
+            r.update({"drop_rate": cam.get("drop_rate"), "miss_rate": cam.get("deadline_miss_rate"),
+                      "fps": cam.get("sustained_fps")})
+        if aud:
+            r.update({k: aud.get(k) for k in ("frr", "fa_per_hour", "rtf_wall", "rtf_cpu")})
+            r["hop_p99"] = (aud.get("chunk_compute") or {}).get("p99")
+            r["delay_p90"] = (aud.get("detection_delay_audio_ms") or {}).get("p90")
+        out.append(r)
+    return out
+
+
+def _speed(r) -> str:
+    if r["reference"]:
+        return "1.00 (ref)"
+    if r["speedup"] is None:
+        return "–"
+    rng = r.get("speedup_rng") or {}
+    if rng.get("rounds", 0) > 1:
+        return f"{r['speedup']:.2f} [{1 / rng['max']:.2f}, {1 / rng['min']:.2f}]"
+    return f"{r['speedup']:.2f}"
+
+
+def markdown(docs: list[dict], title: str | None = None) -> str:
+    lines = []
+    multi = len({d["device"].get("cpu_model") for d in docs}) > 1 or len(docs) > 1
+    for d in docs:
+        scen = d["scenario"]["name"]
+        lines.append(f"### {title or 'edgeft bench'}: {scen}, profile {d['profile']} — {d['device'].get('cpu_model')} "
+                     f"({d['device'].get('cores_logical')} cores), {d['settings'].get('threads')} thread(s)")
+        lines.append(f"data {d['data']['name']} (n={d['data']['n']}); valid: {'YES' if d['validity']['valid'] else 'NO'};"
+                     f" run {d['run_id']}; percentiles nearest-rank; latency in ms")
+        lines.append("")
+        break
+    cols = ["device"] if multi else []
+    cam = any(a.get("camera") for d in docs for a in d["artifacts"])
+    aud = any(a.get("audio") for d in docs for a in d["artifacts"])
+    head = cols + ["artifact", "format", "top-1 [95% CI]", "Δ top-1 (pts)"]
+    if aud:
+        head += ["FRR", "FA/h", "RTF wall", "RTF cpu", "hop p99", "delay p90"]
+    gpu = any(r["compute_p50"] is not None for d in docs for r in rows(d))
+    head += ["e2e p50", "p90", "p99", "p99 ub99", "infer p50"] + (["GPU compute p50"] if gpu else [])
+    head += ["drop %", "miss %", "fps"] if cam else ["samples/s"]
+    head += ["speedup vs ref [range]", "MB", "GMAC/s (% peak)", "valid"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for d in docs:
+        for r in rows(d):
+            ci = r["top1_ci"]
+            cells = ([r["device"]] if multi else []) + [
+                r["artifact"], r["format"],
+                f"{r['top1']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if r["top1"] is not None and ci else _f(r["top1"], 4),
+                "–" if r["reference"] else _f(r["d_top1"], 2)]
+            if aud:
+                cells += [_f(r.get("frr"), 4), _f(r.get("fa_per_hour"), 2), _f(r.get("rtf_wall"), 4),
+                          _f(r.get("rtf_cpu"), 4), _f(r.get("hop_p99")), _f(r.get("delay_p90"), 0)]
+            cells += [_f(r["e2e_p50"]), _f(r["e2e_p90"]), _f(r["e2e_p99"]), _f(r["p99_ub99"]), _f(r["infer_p50"])]
+            if gpu:
+                cells += [_f(r["compute_p50"])]
+            if cam:
+                cells += [_f(100 * r["drop_rate"], 2) if r.get("drop_rate") is not None else "–",
+                          _f(100 * r["miss_rate"], 2) if r.get("miss_rate") is not None else "–", _f(r.get("fps"), 1)]
+            else:
+                cells += [_f(r["sps"], 1)]
+            cells += [_speed(r), _f(r["mb"], 2),
+                      f"{r['gmacs']:.1f} ({r['pct_peak']:.0f}%)" if r["gmacs"] is not None and r["pct_peak"] is not None
+                      else "–", "yes" if r["valid"] else "NO"]
+            lines.append("| " + " | ".join(cells) + " |")
+    warns = [w for d in docs for w in d.get("warnings", [])]
+    failed = [c for d in docs for c in d["validity"]["checks"] if not c["passed"]]
+    if warns or failed:
+        lines.append("")
+        for w in warns:
+            lines.append(f"- warning: {w}")
+        for c in failed:
+            lines.append(f"- check {c['name']}: {'warning' if c.get('warn_only') else 'FAILED'} ({c.get('detail', '')})")
+    peak = docs[0].get("roofline") or {}
+    if peak.get("gmacs"):
+        lines.append("")
+        lines.append(f"Peak: {peak['gmacs']} GMAC/s ({peak.get('gemm')} via {peak.get('runtime')}, {peak.get('threads')} threads).")
+    return "\n".join(lines) + "\n"
+
+
+def save_markdown(docs: list[dict], path: str | Path) -> None:
+    atomic_write_text(path, markdown(docs))
+
+
+def merge(paths) -> list[dict]:
+    docs = [load_json(p) for p in paths]
+    if not docs:
+        raise DataError("no result files to merge", hint="pass RESULT.json files from `edgeft bench --json`")
+    tasks = {d["artifacts"][0].get("accuracy", {}).get("metric", "top1") for d in docs if d["artifacts"]}
+    scen = {d["scenario"]["name"] for d in docs}
+    if len(scen) > 1:
+        raise DataError(f"cannot merge different scenarios ({', '.join(sorted(scen))})",
+                        hint="merge results of one scenario at a time")
+    del tasks
+    return docs
+
+
+# ------------------------------------------------------------------------------------------- plots
+def plots(doc: dict, out_dir: str | Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    arts = doc["artifacts"]
+    dev = doc["device"].get("cpu_model", "")
+    # 1) accuracy vs p50 latency (Pareto)
+    pts = [(a["latency"]["e2e"]["p50"], a["accuracy"]["top1"], a["name"]) for a in arts
+           if a.get("latency", {}).get("e2e") and a.get("accuracy", {}).get("top1") is not None]
+    if pts:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        xs, ys, names = zip(*pts)
+        ax.scatter(xs, ys, s=40, zorder=3)
+        for x, y, n in pts:
+            ax.annotate(n, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        front = sorted(pts)
+        best, px, py = -1, [], []
+        for x, y, _ in front:
+            if y > best:
+                best = y
+                px.append(x)
+                py.append(y)
+        ax.step(px, py, where="post", color="tab:red", alpha=0.6, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel("end-to-end p50 latency (ms, log)")
+        ax.set_ylabel("top-1 accuracy")
+        ax.set_title(f"accuracy vs latency — {dev}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        made.append(_save(fig, out_dir / "pareto.png"))
+        plt.close(fig)
+    # 2) latency CDF per artifact (pooled windows' e2e via window stats is lossy: use stored raw samples)
+    raw = doc.get("_raw", {})
+    if raw:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        for name, v in raw.items():
+            v = np.sort(np.asarray(v))
+            ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=name, lw=1.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("end-to-end latency (ms, log)")
+        ax.set_ylabel("fraction of samples ≤ x")
+        ax.axhline(0.99, color="grey", lw=0.6, ls="--")
+        ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+        ax.set_title(f"latency CDF — {doc['scenario']['name']}, {dev}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        made.append(_save(fig, out_dir / "latency_cdf.png"))
+        plt.close(fig)
+    # 3) camera timeline
+    for a in arts:
+        tl = (doc.get("_timeline") or {}).get(a["name"])
+        if not tl:
+            continue
+        fig, ax = plt.subplots(figsize=(9, 3.5), dpi=110)
+        t, lat, dropped = np.asarray(tl["t"]), np.asarray(tl["e2e"]), np.asarray(tl["dropped_t"])
+        ax.plot(t, lat, lw=0.6, label="e2e latency of processed frames")
+        if len(dropped):
+            ax.scatter(dropped, np.full(len(dropped), max(lat.max() if len(lat) else 1, 1) * 1.05), marker="|",
+                       color="tab:red", label=f"dropped frames ({len(dropped)})")
+        ax.axhline(a["camera"]["deadline_ms"], color="grey", ls="--", lw=0.8, label="deadline")
+        ax.set_xlabel("scheduled capture time (s)")
+        ax.set_ylabel("ms")
+        ax.set_title(f"camera timeline — {a['name']} @ {doc['scenario'].get('fps')} fps, {dev}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+        fig.tight_layout()
+        made.append(_save(fig, out_dir / f"camera_{_safe(a['name'])}.png"))
+        plt.close(fig)
+    # 4) keyword-spotting operating curve
+    for a in arts:
+        roc = (a.get("audio") or {}).get("roc")
+        if not roc:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+        ax.plot([r["fa_per_hour"] for r in roc], [r["frr"] for r in roc], marker=".")
+        ax.set_xlabel("false accepts per hour")
+        ax.set_ylabel("false reject rate")
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_title(f"DET sweep — {a['name']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        made.append(_save(fig, out_dir / f"det_{_safe(a['name'])}.png"))
+        plt.close(fig)
+    return made
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in s)
+
+
+def _save(fig, path: Path) -> Path:
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return path

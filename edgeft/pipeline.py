@@ -1,0 +1,249 @@
+"""``edgeft run RECIPE``: finetune -> (prune) -> (qat) -> export every target -> bench -> report.
+
+Each stage writes into ``runs/<name>/<stage>`` and is recorded in ``pipeline.json``; a finished stage
+whose inputs did not change is not redone, an interrupted fine-tune is resumed, and a changed recipe
+for a finished stage is an error (never a silent overwrite).
+
+Example::
+
+    from edgeft.pipeline import run_pipeline
+    summary = run_pipeline("recipes/image_cls/default.yaml")
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from .errors import EdgeftError, GateFailed, RunError
+from .recipe import load_recipe
+from .utils.io import atomic_write_json, read_json, sha256_file
+from .utils.log import info, result
+
+TRAIN_KEYS = ("task", "model", "data", "input", "augment", "train", "features", "augment_audio")
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_hash(recipe, keys) -> str:
+    d = recipe.model_dump(mode="json")
+    return _hash({k: d.get(k) for k in keys if k in d})
+
+
+class Pipeline:
+    def __init__(self, recipe, root: Path, profile: str | None = None, threads: int | None = None):
+        self.r = recipe
+        self.root = root
+        self.state_path = root / "pipeline.json"
+        self.state = read_json(self.state_path) if self.state_path.is_file() else {"stages": {}}
+        self.profile = profile
+        self.threads = threads
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def save(self) -> None:
+        atomic_write_json(self.state_path, self.state)
+
+    def record(self, name: str, status: str, seconds: float, detail: str, **extra) -> None:
+        self.state["stages"][name] = {"status": status, "seconds": round(seconds, 1), "detail": detail, **extra}
+        self.save()
+        self.rows.append((name, status, f"{seconds:.0f}s", detail))
+
+    # -------------------------------------------------------------------------------------- stages
+    def finetune(self) -> Path:
+        from .rundir import RunDir
+        from .stages.finetune import finetune
+
+        d = self.root / "finetune"
+        h = stage_hash(self.r, TRAIN_KEYS)
+        prev = self.state["stages"].get("finetune", {})
+        m = RunDir(d).read_metrics()
+        if m.get("status") == "complete":
+            if prev.get("hash") not in (None, h):
+                raise RunError(f"{d} was trained from a different recipe (train/data/model sections changed)",
+                               hint=f"use --out NEW_DIR for the new recipe (the finished run in {d} is kept)")
+            self.rows.append(("finetune", "cached", "0s", _ft_detail(m)))
+            return d
+        t = time.perf_counter()
+        resume = (d / "last.pt").is_file()
+        m = finetune(self.r, d, resume=resume)
+        self.record("finetune", "done", time.perf_counter() - t, _ft_detail(m), hash=h)
+        return d
+
+    def prune(self, parent: Path) -> Path:
+        from .stages.prune import prune
+
+        cfg = self.r.compress.prune
+        d = self.root / "prune"
+        h = _hash({"parent": sha256_file(parent / "model.safetensors"), "cfg": cfg.model_dump(mode="json")})
+        if self._cached("prune", d, h):
+            return d
+        t = time.perf_counter()
+        m = prune(parent, out=d, ratio=cfg.ratio, method=cfg.method, round_to=cfg.round_to, epochs=cfg.epochs,
+                  iterative=cfg.iterative, lr=cfg.lr, distill=cfg.distill, global_pruning=cfg.global_pruning,
+                  max_drop=cfg.max_drop, resume=(d / "last.pt").is_file())
+        self.record("prune", "done", time.perf_counter() - t,
+                    f"{m['macs_ratio']:.2f}x MACs kept, val top-1 {m['val_top1']:.4f}", hash=h)
+        return d
+
+    def qat(self, parent: Path) -> Path:
+        from .stages.qat import qat
+
+        cfg = self.r.compress.qat
+        d = self.root / "qat"
+        h = _hash({"parent": sha256_file(parent / "model.safetensors"), "cfg": cfg.model_dump(mode="json")})
+        if self._cached("qat", d, h):
+            return d
+        t = time.perf_counter()
+        m = qat(parent, out=d, epochs=cfg.epochs, lr=cfg.lr, flavour=cfg.flavour, calib_size=cfg.calib_size,
+                max_drop=cfg.max_drop)
+        self.record("qat", "done", time.perf_counter() - t,
+                    f"val top-1 {m['val_top1']:.4f} (PTQ init {m['ptq_val_top1']:.4f})", hash=h)
+        return d
+
+    def _cached(self, name: str, d: Path, h: str) -> bool:
+        prev = self.state["stages"].get(name, {})
+        if prev.get("status") == "done" and prev.get("hash") == h and (d / "model.safetensors").is_file():
+            self.rows.append((name, "cached", "0s", prev.get("detail", "")))
+            return True
+        if prev.get("hash") not in (None, h) and d.exists():
+            raise RunError(f"{d} was made from other inputs (the recipe or its parent changed)",
+                           hint="use --out NEW_DIR (finished stages there are kept)")
+        return False
+
+    def export(self, fp32_run: Path, qat_run: Path | None) -> list[Path]:
+        from .bundle import read_manifest
+        from .stages.export import export
+
+        out = []
+        for tgt in self.r.export.targets:
+            src = qat_run if (tgt.precision == "int8" and qat_run is not None) else fp32_run
+            tag = f"{tgt.format}-{tgt.precision}" + ("-qat" if src == qat_run else "")
+            b = self.root / "bundles" / tag
+            wsha = sha256_file(src / "model.safetensors")
+            if (b / "manifest.json").is_file():
+                try:
+                    m = read_manifest(b)
+                    if m["source"].get("model_sha256") == wsha and m["source"].get("recipe_hash"):
+                        self.rows.append((f"export {tag}", "cached" if m["status"] == "ok" else m["status"], "0s",
+                                          _ex_detail(m)))
+                        if m["status"] == "ok":
+                            out.append(b)
+                        continue
+                except EdgeftError:
+                    pass  # unreadable or tampered: rebuild it
+            t = time.perf_counter()
+            try:
+                m = export(src, format=tgt.format, precision=tgt.precision, out=b, force=True)
+                self.record(f"export {tag}", "done", time.perf_counter() - t, _ex_detail(m))
+                out.append(b)
+            except GateFailed as e:
+                self.record(f"export {tag}", "failed_gate", time.perf_counter() - t, e.message)
+        return out
+
+    def bench(self, artifacts: list[Path]) -> dict | None:
+        from .bench.harness import BenchConfig, bench
+        from .bench.report import plots, save_json, save_markdown
+        from .bundle import read_manifest
+
+        d = self.root / "bench"
+        b = self.r.bench
+        profile = self.profile or b.profile
+        shas = []
+        for a in artifacts:
+            shas.append(read_manifest(a)["files"] if (a / "manifest.json").is_file()
+                        else sha256_file(a / "model.safetensors"))
+        h = _hash({"artifacts": [str(a) for a in artifacts], "shas": shas, "bench": b.model_dump(mode="json"),
+                   "profile": profile, "threads": self.threads})
+        prev = self.state["stages"].get("bench", {})
+        if prev.get("hash") == h and (d / "result.json").is_file():
+            doc = read_json(d / "result.json")
+            self.rows.append(("bench", "cached", "0s", prev.get("detail", "")))
+            return doc
+        t = time.perf_counter()
+        cfg = BenchConfig(data=_bench_data(self.r), scenario=b.scenario, profile=profile,
+                          threads=self.threads or b.threads, data_limit=b.data_limit,
+                          command=f"edgeft run {self.r.name}")
+        doc = bench([str(a) for a in artifacts], cfg)
+        save_json(doc, d / "result.json")
+        save_markdown([doc], d / "result.md")
+        try:
+            plots(doc, d / "plots")
+        except ImportError:
+            pass
+        self.record("bench", "done", time.perf_counter() - t, f"{len(artifacts)} artifacts, profile {profile}, "
+                                                               f"valid {doc['validity']['valid']}", hash=h)
+        doc.pop("_raw", None)
+        doc.pop("_timeline", None)
+        return doc
+
+    def summary(self, doc: dict | None) -> str:
+        from .bench.report import markdown
+
+        lines = ["| stage | status | time | result |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self.rows]
+        text = "\n".join(lines) + "\n"
+        if doc:
+            text += "\n" + markdown([doc])
+        return text
+
+
+def _ft_detail(m: dict) -> str:
+    s = f"val top-1 {m.get('val_top1', float('nan')):.4f}"
+    if m.get("test_top1") is not None:
+        s += f", test top-1 {m['test_top1']:.4f}"
+    return s + f", {m.get('epochs')} epochs, {m.get('train_time_s')}s"
+
+
+def _ex_detail(m: dict) -> str:
+    a = m["parity"]["accuracy"]
+    return (f"val top-1 {a['top1']:.4f} (PyTorch {a['top1_pytorch_fp32']:.4f}), max-abs-diff "
+            f"{m['parity']['max_abs_diff']:.1e}")
+
+
+def _bench_data(r) -> str:
+    from .data.images import BUILTIN
+
+    if getattr(r.bench, "data", None):
+        return r.bench.data
+    src = r.data.source
+    if src in BUILTIN or src == "speech-commands-tts":
+        return f"{src}:test"
+    p = Path(src)
+    for cand in ("test", "val", "validation"):
+        if (p / cand).is_dir():
+            return str(p / cand)
+    raise RunError(f"no held-out data to benchmark on: {src} has no test/ or val/ folder",
+                   hint="set bench.data in the recipe (a folder of class sub-folders not used for training)")
+
+
+def run_pipeline(recipe, out: str | Path | None = None, overrides=(), profile: str | None = None,
+                 threads: int | None = None, until: str | None = None) -> str:
+    r = load_recipe(recipe, overrides) if not hasattr(recipe, "train") else recipe
+    root = Path(out) if out else Path("runs") / (r.name or "run")
+    root.mkdir(parents=True, exist_ok=True)
+    p = Pipeline(r, root, profile=profile, threads=threads)
+    p.state["recipe"] = r.name
+    p.state["recipe_hash"] = r.hash()
+    p.save()
+    stages = ["finetune", "prune", "qat", "export", "bench"]
+    if until and until not in stages:
+        raise RunError(f"--until {until!r}: valid stages are {', '.join(stages)}")
+    stop = stages.index(until) if until else len(stages) - 1
+    info(f"pipeline {r.name} -> {root}")
+    run = p.finetune()
+    reference_runs = [run]
+    fp32 = run
+    if r.compress.prune and stop >= 1:
+        fp32 = p.prune(run)
+        reference_runs.append(fp32)
+    qrun = p.qat(fp32) if r.compress.qat and stop >= 2 else None
+    bundles = p.export(fp32, qrun) if stop >= 3 else []
+    doc = p.bench(reference_runs + bundles) if stop >= 4 else None
+    text = p.summary(doc)
+    atomic_write_json(root / "pipeline.json", p.state)
+    (root / "summary.md").write_text(text)
+    result(text)
+    return text
