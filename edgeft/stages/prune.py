@@ -1,0 +1,275 @@
+"""``edgeft prune``: structured channel pruning with Torch-Pruning (DepGraph) + recovery fine-tuning.
+
+Example::
+
+    from edgeft.stages.prune import prune
+    m = prune("runs/r18", out="runs/r18-p50", ratio=0.5, epochs=2)
+
+CLI: ``edgeft prune runs/r18 --ratio 0.5 --epochs 2 --out runs/r18-p50``
+
+Channels are removed from whole dependency groups (residual adds and depthwise convs stay consistent),
+the classifier head is never pruned, kept channels are rounded to a multiple of ``round_to`` for fast
+kernels, and ``--iterative K`` prunes in K steps with recovery fine-tuning (optionally distilled from
+the unpruned model) after each. The result is an ordinary run directory: safetensors + a JSON that lets
+``load_model`` rebuild the pruned shapes without unpickling anything.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..errors import GateFailed, UnsupportedError
+from ..models import get_spec
+from ..models.surgery import count_macs, count_params
+from ..rundir import load_model, save_model
+from ..utils.env import versions
+from ..utils.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from ..utils.log import info, result
+from .trainer import DistCtx, evaluate, fit, load_checkpoint, open_parent, pick_device
+
+METHODS = ("magnitude", "taylor", "bn_scale", "random")
+
+
+def _importance(method: str):
+    import torch_pruning as tp
+
+    return {"magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+            "taylor": lambda: tp.importance.GroupTaylorImportance(),
+            "bn_scale": lambda: tp.importance.BNScaleImportance(),
+            "random": lambda: tp.importance.RandomImportance()}[method]()
+
+
+def check_ratio(model: nn.Module, ratio: float, round_to: int | None, ignored: list[nn.Module]) -> None:
+    """Refuse (instead of Torch-Pruning's silent skip) a uniform ratio that would empty a layer."""
+    ign = {id(m) for m in ignored}
+    for name, m in model.named_modules():
+        if id(m) in ign or not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            continue
+        if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels:
+            continue  # depthwise convs follow their input's group
+        c = m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
+        keep = int(c * (1 - ratio))
+        if round_to:
+            keep -= keep % round_to
+        if keep < 1:
+            rt = round_to or 1
+            best = max(0.0, 1 - rt / c)
+            raise UnsupportedError(
+                f"--ratio {ratio} would remove all {c} channels of layer {name!r}"
+                f"{f' (kept channels are rounded down to a multiple of --round-to {round_to})' if round_to else ''}",
+                hint=f"use --ratio <= {best:.2f}" + (" or a smaller --round-to" if round_to and round_to > 1 else ""))
+
+
+def prune_step(model: nn.Module, example: torch.Tensor, ratio: float, method: str, round_to: int | None,
+               ignored: list[nn.Module], global_pruning: bool, grad_batches=None) -> None:
+    """One Torch-Pruning step removing ``ratio`` of the channels of every prunable group of ``model``."""
+    import torch_pruning as tp
+
+    imp = _importance(method)
+    if method == "taylor":
+        if grad_batches is None:
+            raise UnsupportedError("--method taylor needs training batches for gradients")
+        model.train()
+        model.zero_grad()
+        for x, y in grad_batches:
+            nn.functional.cross_entropy(model(x), y).backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.BasePruner(model, example, importance=imp, pruning_ratio=ratio,
+                                      global_pruning=global_pruning, max_pruning_ratio=0.9 if global_pruning else 1.0,
+                                      ignored_layers=ignored, round_to=round_to)
+        pruner.step()
+    model.zero_grad(set_to_none=True)
+    for n, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and w is not None and 0 in w.shape:
+            raise UnsupportedError(f"pruning emptied layer {n!r}", hint="use a smaller --ratio")
+
+
+def measure_latency_ms(model: nn.Module, example: torch.Tensor, threads: int | None = None, n: int = 200) -> float:
+    """p50 single-sample latency of the model through ONNX Runtime (the runtime pruning is meant for)."""
+    import tempfile
+
+    from ..backends.onnxruntime import Runner
+    from ..bench.timing import run_window, warmup
+    from ..stats import summarize
+    from .export import export_onnx
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.onnx"
+        export_onnx(copy.deepcopy(model).eval(), example[:1], p, 17)
+        x = example[:1].numpy()
+        m = {"model_files": {"model": "m.onnx"}}
+        with Runner(d, m, threads=threads) as r:
+            warmup(lambda i: r.infer(x), 0.3, 20)
+
+            def step(i):
+                t = time.perf_counter_ns()
+                r.infer(x)
+                return {"infer": (time.perf_counter_ns() - t) / 1e6, "e2e": 0.0}
+
+            w = run_window(step, 0, 0.5, n)
+    return float(summarize(w.samples["infer"])["p50"])
+
+
+def search_ratio(model, example, ignored_names, method, round_to, global_pruning, target_macs=None,
+                 target_latency_ms=None, threads=None) -> tuple[float, dict]:
+    """Bisect the smallest ratio whose pruned model meets the MAC or latency target (no training)."""
+    def metric(r: float) -> float:
+        m = copy.deepcopy(model)
+        ign = [m.get_submodule(n) for n in ignored_names]
+        if r > 0:
+            prune_step(m, example, r, "magnitude" if method == "taylor" else method, round_to, ign, global_pruning)
+        return measure_latency_ms(m, example, threads) if target_latency_ms else count_macs(m, example)
+
+    target = target_latency_ms if target_latency_ms else target_macs
+    base = metric(0.0)
+    if base <= target:
+        return 0.0, {"base": base, "target": target, "note": "already meets the target"}
+    lo, hi, best = 0.0, 0.9, None
+    trail = []
+    for _ in range(7):
+        mid = round((lo + hi) / 2, 4)
+        try:
+            v = metric(mid)
+        except UnsupportedError:
+            hi = mid
+            continue
+        trail.append((mid, v))
+        if v <= target:
+            best, hi = mid, mid
+        else:
+            lo = mid
+    if best is None:
+        raise UnsupportedError(f"no pruning ratio up to 0.9 reaches the target ({target}); smallest reached: "
+                               f"{min(v for _, v in trail) if trail else base}",
+                               hint="relax the target or use a smaller model")
+    return best, {"base": base, "target": target, "trail": trail}
+
+
+def prune(run, *, out=None, ratio: float | None = 0.5, method: str = "magnitude", round_to: int | None = 8,
+          epochs: int = 2, iterative: int = 1, lr: float | None = None, distill: float = 0.0,
+          global_pruning: bool = False, max_drop: float | None = None, target_macs: float | None = None,
+          target_latency_ms: float | None = None, resume: bool = False, threads: int | None = None) -> dict:
+    """Prune a run's model and fine-tune it back; returns metrics (also RUN2/metrics.json)."""
+    if method not in METHODS:
+        from ..errors import did_you_mean
+
+        raise UnsupportedError(f"unknown --method {method!r}.{did_you_mean(method, METHODS)} Valid: {', '.join(METHODS)}")
+    if ratio is not None and not 0 < ratio < 1 and not (target_macs or target_latency_ms):
+        raise UnsupportedError(f"--ratio {ratio}: must be between 0 and 1 (exclusive)")
+    if iterative < 1:
+        raise UnsupportedError(f"--iterative {iterative}: must be >= 1")
+    parent, pdesc, out, recipe, task, data = open_parent(
+        run, out, f"-pruned{int(round((ratio or 0) * 100))}", resume, threads,
+        "{run} is a QAT run: prune the FP32 run, then run QAT on the pruned run")
+    labels = parent.read_labels()
+    model, _ = load_model(parent)
+    teacher = copy.deepcopy(model).eval() if distill > 0 else None
+    spec = get_spec(pdesc["name"])
+    example = task.example_input(recipe)
+    ctx = DistCtx()
+    device = pick_device(recipe.train.device, ctx)
+    nc = len(labels)
+    before = {"params": count_params(model), "macs": count_macs(model, example),
+              "val_top1": evaluate(model, task, data.val, recipe, device, num_classes=nc)["top1"],
+              "latency_ms_ort": measure_latency_ms(model, example, threads)}
+    info(f"before: {before['params'] / 1e6:.3f}M params, {before['macs'] / 1e6:.1f}M MACs, val top-1 "
+         f"{before['val_top1']:.4f}, ONNX Runtime p50 {before['latency_ms_ort']:.3f} ms")
+    search = None
+    if target_macs or target_latency_ms:
+        tm = target_macs * before["macs"] if target_macs and target_macs <= 1 else target_macs
+        ratio, search = search_ratio(model, example, [spec.head], method, round_to, global_pruning,
+                                     target_macs=tm, target_latency_ms=target_latency_ms, threads=threads)
+        info(f"ratio search: {ratio:.3f} meets the target ({search['target']})")
+        if ratio == 0:
+            raise UnsupportedError("the model already meets the target: nothing to prune")
+    check_ratio(model, ratio, round_to, [model.get_submodule(spec.head)])
+    out.path.mkdir(parents=True, exist_ok=True)
+    state_p = out.path / "prune_state.json"
+    state = read_json(state_p) if (resume and state_p.is_file()) else {"steps_done": 0}
+    lr = lr or recipe.train.lr / 10
+    t0 = time.perf_counter()
+    cfg = {"ratio": ratio, "method": method, "round_to": round_to, "iterative": iterative, "epochs": epochs,
+           "lr": lr, "distill": distill, "global_pruning": global_pruning, "target_macs": target_macs,
+           "target_latency_ms": target_latency_ms}
+    atomic_write_text(out.recipe, parent.recipe.read_text())
+    out.write_labels(labels)
+    extra = {"stage": "prune", "pruned": cfg, "parent": {"run": str(parent.path.resolve()),
+                                                        "model_sha256": sha256_file(parent.weights)}}
+    if state["steps_done"] > 0:  # resume: rebuild the last finished step's pruned model
+        model, _ = load_model(out)
+    res = None
+    for k in range(state["steps_done"], iterative):
+        done_frac, target_frac = ratio * k / iterative, ratio * (k + 1) / iterative
+        step_ratio = 1 - (1 - target_frac) / (1 - done_frac)  # relative to the current (partly pruned) model
+        ck = load_checkpoint(out) if resume else None
+        if ck is None or ck.get("stage") != f"prune{k}":
+            grads = None
+            if method == "taylor":
+                grads = list(_take(task.train_batches(data, recipe, 10_000 + k), 4))
+            prune_step(model, example, step_ratio, method, round_to, [model.get_submodule(spec.head)],
+                       global_pruning, grads)
+            ck = None
+        info(f"step {k + 1}/{iterative}: {count_params(model) / 1e6:.3f}M params, "
+             f"{count_macs(model, example) / 1e6:.1f}M MACs; recovery fine-tuning {epochs} epoch(s)")
+        if ck is not None:  # interrupted during this step's fine-tuning: its pruned shapes are in the checkpoint
+            from ..models.surgery import reshape_to_state_dict
+
+            reshape_to_state_dict(model, ck["model"])
+        if epochs > 0:
+            if out.last.is_file() and ck is None:
+                out.last.unlink()
+            res = fit(model, task, recipe, data, rd=out, ctx=ctx, device=device, epochs=epochs, lr=lr,
+                      model_name=pdesc["name"], num_classes=nc, model_kwargs=pdesc.get("kwargs", {}),
+                      teacher=teacher, distill=distill, resume=ck, stage=f"prune{k}", model_extra=extra)
+            model, _ = load_model(out)  # the best epoch of this step
+        else:
+            save_model(out, model, pdesc["name"], nc, kwargs=pdesc.get("kwargs", {}), extra=extra)
+        state["steps_done"] = k + 1
+        atomic_write_json(state_p, state)
+    if res is None and state["steps_done"] == iterative and not out.exists():
+        save_model(out, model, pdesc["name"], nc, kwargs=pdesc.get("kwargs", {}), extra=extra)
+    model, _ = load_model(out)
+    model.to(device)
+    val = evaluate(model, task, data.val, recipe, device, num_classes=nc)
+    test = evaluate(model, task, data.test, recipe, device, num_classes=nc) if data.test is not None else None
+    after = {"params": count_params(model), "macs": count_macs(model, example), "val_top1": val["top1"],
+             "latency_ms_ort": measure_latency_ms(model, example, threads)}
+    drop = (before["val_top1"] - after["val_top1"]) * 100
+    metrics = {"status": "complete", "stage": "prune", "model": pdesc["name"], "parent": str(parent.path),
+               "config": cfg, "search": search, "before": before, "after": after,
+               "params_ratio": after["params"] / before["params"], "macs_ratio": after["macs"] / before["macs"],
+               "latency_speedup_ort": before["latency_ms_ort"] / after["latency_ms_ort"],
+               "val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
+               "val_top1_ci95": val["top1_ci95"], "val_top1_parent": before["val_top1"], "drop_points": round(drop, 3),
+               **({"test_top1": test["top1"], "test_top1_ci95": test["top1_ci95"]} if test else {}),
+               "epochs": epochs * iterative, "seconds": round(time.perf_counter() - t0, 1),
+               "history": (res.history if res else []), "params": after["params"], "versions": versions()}
+    status_ok = max_drop is None or drop <= max_drop
+    if not status_ok:
+        metrics["status"] = "failed_gate"
+        metrics["status_reason"] = f"val top-1 dropped {drop:.2f} points > --max-drop {max_drop}"
+    out.write_metrics(metrics)
+    result(f"pruned {pdesc['name']}: params {before['params'] / 1e6:.3f}M -> {after['params'] / 1e6:.3f}M "
+           f"({100 * metrics['params_ratio']:.0f}%), MACs {before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M "
+           f"({100 * metrics['macs_ratio']:.0f}%), ONNX Runtime p50 {before['latency_ms_ort']:.3f} -> "
+           f"{after['latency_ms_ort']:.3f} ms ({metrics['latency_speedup_ort']:.2f}x); val top-1 "
+           f"{before['val_top1']:.4f} -> {after['val_top1']:.4f} ({-drop:+.2f} points)")
+    if not status_ok:
+        raise GateFailed(f"prune: {metrics['status_reason']}; run kept at {out.path} marked 'failed_gate'",
+                         hint="prune less (--ratio), fine-tune longer (--epochs), or use --iterative / --distill")
+    return metrics
+
+
+def _take(it, n):
+    for i, x in enumerate(it):
+        if i >= n:
+            break
+        yield x
+

@@ -1,0 +1,132 @@
+"""Pruning and QAT on tiny models: round trips, clear errors, the TensorRT Q/DQ rules, accuracy gates."""
+import json
+
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeft.errors import RunError, UnsupportedError
+from edgeft.qdq import tensorrt_violations
+from edgeft.rundir import load_model
+from edgeft.stages.export import export
+from edgeft.stages.prune import prune
+from edgeft.stages.qat import qat
+
+from .conftest import make_quant_hostile_run
+
+
+@pytest.fixture(scope="module")
+def pruned(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruned") / "p"
+    m = prune(tiny_run, out=out, ratio=0.5, round_to=8, epochs=1, iterative=2, distill=0.5)
+    return out, m
+
+
+def test_prune_save_load_export_round_trip(pruned, tiny_run, tmp_path):
+    out, m = pruned
+    assert m["after"]["params"] < m["before"]["params"] and m["macs_ratio"] < 0.6
+    assert m["before"]["latency_ms_ort"] > 0 and m["after"]["latency_ms_ort"] > 0
+    desc = json.loads((out / "model.json").read_text())
+    assert desc["pruned"]["ratio"] == 0.5 and desc["pruned"]["iterative"] == 2
+    assert desc["shapes"]["features.0"][0] == 8                         # 16 -> 8 channels, a multiple of 8
+    ck = torch.load(out / "last.pt", weights_only=True)                # safe formats only
+    assert ck["stage"] == "prune1"
+    model, _ = load_model(out)                                          # rebuilt from shapes, no unpickling
+    assert model.features[0].out_channels == 8 and model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+    b = export(out, format="onnxruntime", precision="fp32", out=tmp_path / "b")
+    assert b["status"] == "ok" and b["source"]["pruned"]["ratio"] == 0.5
+    assert b["parity"]["max_abs_diff"] < 1e-4 * max(1, b["parity"]["ref_max_abs_logit"])
+
+
+def test_ratio_that_empties_a_layer_is_a_clear_error(tiny_run, tmp_path, cli):
+    with pytest.raises(UnsupportedError, match=r"would remove all 16 channels of layer 'features.0'.*--ratio <= 0.50"):
+        prune(tiny_run, out=tmp_path / "x", ratio=0.9, round_to=8, epochs=0)
+    assert not (tmp_path / "x").exists()
+    r = cli("prune", tiny_run, "--ratio", "0.97", "--round-to", "1", "--epochs", "0", "--out", tmp_path / "y")
+    assert r.code == 2 and "would remove all" in r.err and r.err.count("\n") == 1
+    r = cli("prune", tiny_run, "--method", "magnitud", "--out", tmp_path / "z")
+    assert r.code == 2 and "Did you mean: 'magnitude'" in r.err
+
+
+def test_prune_ratio_search_for_a_mac_target(tiny_run, tmp_path):
+    m = prune(tiny_run, out=tmp_path / "s", ratio=None, target_macs=0.5, round_to=None, epochs=0)
+    assert m["search"]["target"] == pytest.approx(0.5 * m["before"]["macs"])
+    assert m["after"]["macs"] <= 0.5 * m["before"]["macs"] and 0 < m["config"]["ratio"] < 0.9
+
+
+@pytest.fixture(scope="module")
+def qat_runs(tiny_run, tmp_path_factory):
+    d = tmp_path_factory.mktemp("qat")
+    return {fl: (d / fl, qat(tiny_run, out=d / fl, epochs=1, flavour=fl, calib_size=64)) for fl in ("cpu", "tensorrt")}
+
+
+def test_qat_runs_export_to_runtimes_without_requantizing(qat_runs, tmp_path):
+    out, m = qat_runs["cpu"]
+    assert m["val_top1"] >= m["ptq_val_top1"] and m["quantization"]["batchnorm_folded"] == 3
+    with pytest.raises(RunError, match="is a QAT run"):
+        load_model(out)
+    for fmt in ("onnxruntime", "openvino", "onnx"):
+        b = export(out, format=fmt, precision="int8", out=tmp_path / fmt)
+        assert b["quantization"]["method"] == "qat" and b["parity"]["reference"].startswith("pytorch fake-quant")
+        assert b["parity"]["top1_agreement"] >= 0.95 and b["status"] == "ok"
+        assert "calibration" not in b["quantization"]                      # consumed, not re-quantized
+
+
+def test_symmetric_qdq_passes_tensorrt_rules_and_cpu_flavour_does_not(qat_runs):
+    trt = onnx.load(str(qat_runs["tensorrt"][0] / "model_qdq.onnx"))
+    assert tensorrt_violations(trt) == []
+    zps = [numpy_helper.to_array(i) for i in trt.graph.initializer if any(
+        n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] == i.name for n in trt.graph.node)]
+    assert zps and all(z.dtype.name == "int8" and not z.any() for z in zps)
+    v = tensorrt_violations(qat_runs["cpu"][0] / "model_qdq.onnx")
+    assert v and any("uint8" in x for x in v)                            # u8 activations: not TensorRT's rules
+    assert qat_runs["tensorrt"][1]["quantization"]["tensorrt_rules"] == "pass"
+
+
+def test_tensorrt_rules_catch_each_violation():
+    w = numpy_helper.from_array(torch.randn(4, 3, 3, 3).numpy(), "w")
+    ws = numpy_helper.from_array(torch.rand(4).numpy() + 0.1, "ws")
+    xs = numpy_helper.from_array(torch.tensor(0.1).numpy(), "xs")
+    z8 = numpy_helper.from_array(torch.zeros((), dtype=torch.int8).numpy(), "z8")
+    zw = numpy_helper.from_array(torch.zeros(4, dtype=torch.int8).numpy(), "zw")
+    zu = numpy_helper.from_array(torch.tensor(3, dtype=torch.uint8).numpy(), "zu")
+
+    def model(x_zp="z8", w_axis=0, conv_from_dq=True):
+        nodes = [helper.make_node("QuantizeLinear", ["x", "xs", x_zp], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "xs", x_zp], ["xd"]),
+                 helper.make_node("QuantizeLinear", ["w", "ws", "zw"], ["wq"], axis=w_axis),
+                 helper.make_node("DequantizeLinear", ["wq", "ws", "zw"], ["wd"], axis=w_axis),
+                 helper.make_node("Conv", ["xd" if conv_from_dq else "x", "wd"], ["y"])]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, ws, xs, z8, zw, zu])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+    assert tensorrt_violations(model()) == []
+    assert any("uint8" in v and "non-zero" not in v for v in tensorrt_violations(model(x_zp="zu")))
+    assert any("non-zero zero point" in v for v in tensorrt_violations(model(x_zp="zu")))
+    assert any("expected axis 0" in v for v in tensorrt_violations(model(w_axis=1)))
+    assert any("data input is not produced by DequantizeLinear" in v for v in tensorrt_violations(model(conv_from_dq=False)))
+
+
+def test_qat_beats_ptq_on_a_quantization_hostile_toy(tiny_run, tmp_path):
+    """State of the claim: on this toy (one activation channel 30x larger than the rest, so per-tensor INT8
+    steps are coarse for the others) QAT *improves* on PTQ; by construction it never returns a model worse
+    than its PTQ start."""
+    hostile = make_quant_hostile_run(tiny_run, tmp_path / "h", factor=30, shift=False)
+    m = qat(hostile, out=tmp_path / "hq", epochs=3, lr=0.003, calib_size=128)
+    assert m["ptq_val_top1"] < m["val_top1_fp32_parent"]                # PTQ loses accuracy here
+    assert m["val_top1"] > m["ptq_val_top1"]                             # QAT wins it back (observed, deterministic)
+
+
+def test_qat_gate_reports_the_worst_layers(tiny_run, tmp_path, cli):
+    hostile = make_quant_hostile_run(tiny_run, tmp_path / "h", factor=100, shift=False)
+    r = cli("qat", hostile, "--epochs", "0", "--calib-size", "64", "--max-drop", "1", "--out", tmp_path / "q")
+    assert r.code == 2 and "layers with the largest fake-quant error" in r.err and "features." in r.err, r.err
+    m = json.loads((tmp_path / "q" / "metrics.json").read_text())
+    assert m["status"] == "failed_gate" and len(m["worst_layers"]) >= 3
+    assert (tmp_path / "q" / "model_qdq.onnx").is_file()                  # files kept, marked failed
+    r = cli("qat", tmp_path / "q")
+    assert r.code == 2 and "already a QAT run" in r.err
+    r = cli("qat", tiny_run, "--flavour", "gpu", "--out", tmp_path / "q2")
+    assert r.code == 2 and "valid are cpu, tensorrt" in r.err
