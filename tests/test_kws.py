@@ -1,0 +1,223 @@
+"""Keyword spotting: features vs torchaudio, streaming equivalences, scoring, bad wavs, the pipeline."""
+import json
+import shutil
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from edgeft.bench.kws_scoring import combine, detections_from_posteriors, score
+from edgeft.data.audio import (KEYWORDS, load_clips, make_kws_tts, read_wav, scan_speech_commands, write_wav)
+from edgeft.errors import DataError
+from edgeft.recipe import REPO_RECIPES
+from edgeft.runtime.features import LogMel, StreamingLogMel
+
+needs_tts = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                               reason="espeak-ng/flite not installed (scripts/setup.sh installs them as root)")
+
+
+def test_logmel_matches_torchaudio_and_torch_port():
+    import torchaudio
+
+    from edgeft.tasks.kws import torch_logmel
+
+    lm = LogMel()
+    x = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
+    ours = lm.clip_features(x)
+    ta = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160, f_min=20,
+                                              f_max=7600, n_mels=40, center=False, power=2.0, norm=None, mel_scale="htk")
+    ref = torch.log(ta(torch.from_numpy(x)) + 1e-6).numpy()
+    assert ours.shape == ref.shape == (40, 97)
+    assert np.abs(ours - ref).max() < 1e-4
+    assert np.abs(torch_logmel(torch.from_numpy(x)[None], lm)[0].numpy() - ours).max() < 1e-4
+
+
+def test_incremental_features_equal_full_window():
+    lm = LogMel()
+    x = (np.random.default_rng(1).standard_normal(3 * 16000) * 0.2).astype(np.float32)
+    full = lm.frames_from(x)
+    s = StreamingLogMel(lm)
+    rng = np.random.default_rng(2)
+    parts, i = [], 0
+    while i < len(x):                       # irregular chunk sizes, as audio callbacks deliver them
+        n = int(rng.integers(1, 900))
+        parts.append(s.accept(x[i:i + n]))
+        i += n
+    inc = np.concatenate(parts, 1)
+    assert inc.shape == full.shape and np.abs(inc - full).max() < 1e-5
+
+
+def test_streaming_model_equals_full_window():
+    from edgeft.models import create_model
+    from edgeft.models.audio import streaming_wrapper
+
+    m = create_model("ds_tcn", 12).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm1d):
+                mod.running_mean.normal_()
+                mod.running_var.uniform_(0.5, 2)
+    st = streaming_wrapper(m, 97, 2)
+    feats = torch.randn(1, 40, 240)
+    states = [torch.zeros(s) for s in st.state_shapes()]
+    worst = 0.0
+    with torch.no_grad():
+        for t in range(0, 240, 2):
+            out = st(feats[..., t:t + 2], *states)
+            states = list(out[1:])
+            if t + 2 >= 97:
+                worst = max(worst, float((m(feats[..., t + 2 - 97:t + 2]) - out[0]).abs().max()))
+    assert worst < 1e-5
+
+
+def test_scoring_hit_window_debounce_wrong_label():
+    events = [{"label": "yes", "start_s": 2.0, "end_s": 2.5}, {"label": "no", "start_s": 6.0, "end_s": 6.4},
+              {"label": "up", "start_s": 10.0, "end_s": 10.5}]
+    dets = [{"label": "yes", "t_s": 2.6}, {"label": "yes", "t_s": 3.2},        # TP + repeat in window (ignored)
+            {"label": "go", "t_s": 6.3},                                        # wrong label in window: FA (+ miss)
+            {"label": "up", "t_s": 11.6},                                       # 1.1 s after the end: outside -> FA
+            {"label": "on", "t_s": 20.0}, {"label": "on", "t_s": 20.5},         # debounced: one FA
+            {"label": "off", "t_s": 22.0}]
+    s = score(dets, events, length_s=3600.0)
+    assert (s["tp"], s["fn"], s["fa"], s["fa_wrong_label"]) == (1, 2, 4, 1)
+    assert s["delays_ms"] == pytest.approx([100.0])
+    c = combine(s, score([], [], 3600.0))
+    assert c["frr"] == pytest.approx(2 / 3) and c["negative_hours"] == pytest.approx(2 - (0.5 + 1 + 0.4 + 1 + 0.5 + 1) / 3600)
+    assert c["fa_per_hour_ub95"] > c["fa_per_hour"]
+    post = np.zeros((10, 4), np.float32)
+    post[[2, 3, 4, 8], 1] = 0.9
+    d = detections_from_posteriors(post, ["a", "b", "_unknown_", "_silence_"], [0, 1], 0.02, 0.5, 0.05)
+    assert [x["t_s"] for x in d] == [0.06, 0.18]                                # 0.08 and 0.10 fall in the refractory
+
+
+def test_bad_wavs(tmp_path):
+    sr8 = 8000
+    t = np.arange(sr8) / sr8
+    write_wav(tmp_path / "r8k.wav", 0.3 * np.sin(2 * np.pi * 440 * t).astype(np.float32), sr8)
+    x = read_wav(tmp_path / "r8k.wav")
+    assert len(x) == 16000 and x.dtype == np.float32                            # resampled to 16 kHz
+    st = np.stack([np.full(800, 0.5), np.full(800, -0.1)], 1)
+    with wave.open(str(tmp_path / "st.wav"), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((st * 32767).astype(np.int16).tobytes())
+    assert np.allclose(read_wav(tmp_path / "st.wav"), 0.2, atol=1e-3)         # down-mixed
+    with wave.open(str(tmp_path / "empty.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+    with pytest.raises(DataError, match="empty wav"):
+        read_wav(tmp_path / "empty.wav")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00junk")
+    with pytest.raises(DataError, match="unreadable wav"):
+        read_wav(tmp_path / "corrupt.wav")
+
+
+@pytest.fixture(scope="session")
+def tiny_kws_data(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    d = tmp_path_factory.mktemp("kws") / "sc"
+    make_kws_tts(d, renditions=1, unknown_per_speaker=3, silence=40, dialects=["en-us", "en-gb", "en-029"],
+                 variants=["m1", "m3", "f1", "f2", "klatt", "Andy"], flite_voices=[], real_unknown=False)
+    return d
+
+
+def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
+    files = scan_speech_commands(tiny_kws_data, KEYWORDS, 25, 25)
+    spk = {s: {it.speaker for it in v} for s, v in files.splits.items()}
+    assert not (spk["train"] & spk["test"]) and not (spk["train"] & spk["val"])      # speaker-disjoint
+    assert files.classes[-2:] == ["_unknown_", "_silence_"] and len(files.noise) == 6
+    d = tmp_path / "bad"
+    shutil.copytree(tiny_kws_data, d)
+    (d / "yes" / "zz__yes_0.wav").write_bytes(b"not a wav")
+    items = [it for s in scan_speech_commands(d, KEYWORDS, 25, 25).splits.values() for it in s]
+    clips, tg, _, skipped = load_clips(items, files.classes, 16000)
+    assert len(skipped) == 1 and len(clips) == len(items) - 1
+    with pytest.raises(DataError, match="unreadable wav"):
+        load_clips(items, files.classes, 16000, strict=True)
+    with pytest.raises(DataError, match=r"keyword folder\(s\) \['banana'\] missing"):
+        scan_speech_commands(d, KEYWORDS + ["banana"])
+
+
+@needs_tts
+def test_kws_finetune_export_stream_listen_bench(tiny_kws_data, tmp_path, cli):
+    recipe = tmp_path / "k.yaml"
+    recipe.write_text(f"""
+_base_: {REPO_RECIPES / '_base' / 'kws.yaml'}
+model: {{name: test_tcn}}
+data: {{source: {tiny_kws_data}}}
+val_percent: 25
+test_percent: 25
+train: {{epochs: 2, batch_size: 32}}
+export: {{calib_size: 32, parity_samples: 32}}
+""")
+    run = tmp_path / "run"
+    r = cli("finetune", "--recipe", recipe, "--out", run)
+    assert r.code == 0, r.err
+    for fmt, prec in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8")):
+        r = cli("export", run, "--format", fmt, *(["--int8"] if prec == "int8" else []))
+        assert r.code == 0, r.err
+        m = json.loads((run / "bundles" / f"{fmt}-{prec}" / "manifest.json").read_text())
+        assert m["preprocess"]["kind"] == "logmel" and m["stream"]["hop_ms"] == 20
+        assert m["streaming_model"]["new_frames"] == 2 and m["parity"]["streaming"]["max_abs_diff"] < 1e-4
+    b = run / "bundles" / "onnxruntime-fp32"
+    wav = next((tiny_kws_data / "yes").glob("*.wav"))
+    r = cli("predict", b, wav, "--json")
+    assert r.code == 0 and json.loads(r.out)[0]["top"][0]["label"] in json.loads((b / "manifest.json").read_text())["labels"]
+    # a short stream, the same detections in streaming and window mode, and in real time and as fast as possible
+    from edgeft import runtime
+    from edgeft.runtime.kws import KwsDetector, replay
+
+    audio = np.concatenate([read_wav(p) for p in sorted((tiny_kws_data / "yes").glob("*.wav"))[:4]])
+    with runtime.load(b) as model:
+        w = replay(KwsDetector(model, "window", threshold=0.3), audio)
+        s = replay(KwsDetector(model, "streaming", threshold=0.3), audio)
+        rt = replay(KwsDetector(model, "streaming", threshold=0.3), audio, realtime=True)
+    assert np.abs(w["posteriors"] - s["posteriors"]).max() < 1e-4
+    assert [d["t_s"] for d in rt["detections"]] == [d["t_s"] for d in s["detections"]]
+    assert rt["audio_s"] == pytest.approx(len(audio) // 320 * 0.02) and rt["max_backlog_ms"] < 1000
+    write_wav(tmp_path / "talk.wav", audio)
+    r = cli("listen", b, "--source", tmp_path / "talk.wav", "--asfast", "--threshold", "0.3")
+    assert r.code == 0 and "detection(s)" in r.out and "streaming mode" in r.out, r.err
+    r = cli("bench", b, run / "bundles" / "onnxruntime-int8", "--scenario", "audio_stream", "--profile", "smoke",
+            "--data", f"{tiny_kws_data}:test", "--threads", 1, "--out", tmp_path / "bench")
+    assert r.code == 0, r.err
+    doc = json.loads((tmp_path / "bench" / "result.json").read_text())
+    names = [a["name"] for a in doc["artifacts"]]
+    assert any(n.endswith("/streaming") for n in names) and any(n.endswith("/window") for n in names)
+    for a in doc["artifacts"]:
+        au = a["audio"]
+        assert au["positives"] > 0 and au["negative_hours"] > 0 and au["rtf_wall"] > 0 and au["rtf_cpu"] > 0
+        assert au["realtime_asfast_match"] and len(au["roc"]) >= 5 and au["chunk_latency"]["count"] > 0
+        assert au["frr_ci95"][0] <= au["frr"] <= au["frr_ci95"][1]
+    # the same prune and QAT stages work for keyword spotting (one code path)
+    r = cli("prune", run, "--ratio", "0.25", "--round-to", "1", "--epochs", "1", "--out", tmp_path / "p")
+    assert r.code == 0, r.err
+    r = cli("qat", tmp_path / "p", "--epochs", "0", "--calib-size", "32", "--out", tmp_path / "q")
+    assert r.code == 0, r.err
+    r = cli("export", tmp_path / "q", "--format", "openvino", "--int8", "--out", tmp_path / "qb")
+    assert r.code == 0, r.err
+    qm = json.loads((tmp_path / "qb" / "manifest.json").read_text())
+    assert qm["quantization"]["method"] == "qat" and qm["source"]["pruned"]["ratio"] == 0.25
+    # bad input
+    r = cli("listen", b, "--source", tmp_path / "nope.wav")
+    assert r.code == 2 and "does not exist" in r.err or "unreadable wav" in r.err
+    r = cli("bench", b, "--scenario", "camera", "--data", f"{tiny_kws_data}:test")
+    assert r.code == 2 and "needs image classification" in r.err
+
+
+def test_real_human_speech_reads_through_the_front_end():
+    from edgeft.data.audio import klettres_keywords, real_speech_files
+
+    files = real_speech_files()
+    if not files:
+        pytest.skip("pocketsphinx-testdata not installed")
+    x = read_wav(files[0])
+    assert len(x) > 16000 and LogMel().frames_from(x).shape[0] == 40
+    kl = klettres_keywords()
+    if kl:
+        audio, label, src = kl[0]
+        assert label in KEYWORDS and len(audio) > 1000
