@@ -1,0 +1,554 @@
+"""The ``edgeft`` command line: a thin typer layer over the stage functions.
+
+Every command prints its result and the next useful command. Bad input prints one line
+(``error: ...``) and exits 2 without a traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .errors import EdgeftError, Interrupted
+from .utils import log
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Fine-tune, compress, export and honestly benchmark vision and speech models for the edge.")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare data: export built-in sets to folders, make test media.")
+app.add_typer(data_app, name="data")
+
+SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set train.lr=0.01 (repeatable)")
+
+
+def _version(v: bool):
+    if v:
+        typer.echo(f"edgeft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit"),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or per-epoch logs (CI)")):
+    log.set_quiet(quiet or log.quiet())
+
+
+# ------------------------------------------------------------------------------------------ finetune
+@app.command()
+def finetune(
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="recipe YAML path or name (see `edgeft recipes`)"),
+    data: Optional[str] = typer.Option(None, "--data", help="dataset folder or built-in name (overrides data.source)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<recipe name>)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="override train.epochs"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last saved epoch"),
+    devices: int = typer.Option(1, "--devices", min=1, help="processes for DDP (launches torchrun; gloo on CPU)"),
+    strict: bool = typer.Option(False, "--strict", help="fail on corrupt/empty files instead of skipping them"),
+    set_: Optional[List[str]] = SetOpt,
+):
+    """Fine-tune a classifier: edgeft finetune --recipe image_cls/resnet18 --out runs/r18"""
+    if devices > 1 and "LOCAL_RANK" not in os.environ:
+        raise typer.Exit(_launch_torchrun(devices))
+    from .stages.finetune import finetune as run
+
+    m = run(recipe, out, data=data, epochs=epochs, resume=resume,
+            overrides=[*(set_ or ()), *(["data.strict=true"] if strict else [])])
+    if m:
+        o = out or Path("runs") / (m.get("recipe") or "run")
+        log.result(f"run: {o}")
+        log.next_step(f"edgeft export {o} --format openvino --int8", f"edgeft bench {o} --data <DIR>")
+
+
+def _launch_torchrun(n: int) -> int:
+    import subprocess
+
+    args = [a for a in sys.argv[1:]]
+    cleaned, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--devices":
+            skip = True
+            continue
+        if a.startswith("--devices="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "edgeft",
+           *cleaned]
+    log.info(f"launching {n} processes: {' '.join(cmd[2:])}")
+    return subprocess.call(cmd)
+
+
+# ------------------------------------------------------------------------------------- prune / qat
+@app.command()
+def prune(
+    run: Path = typer.Argument(..., help="run directory to prune (from finetune)"),
+    ratio: Optional[float] = typer.Option(None, "--ratio", help="fraction of channels to remove per layer "
+                                           "(recipe compress.prune.ratio, else 0.5)"),
+    method: Optional[str] = typer.Option(None, "--method", help="magnitude | taylor | bn_scale | random"),
+    round_to: Optional[int] = typer.Option(None, "--round-to", min=1, help="keep channel counts multiples of N (8)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="recovery fine-tuning epochs per step (2)"),
+    iterative: Optional[int] = typer.Option(None, "--iterative", min=1, help="prune in K steps (1)"),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0, help="recovery LR (default train.lr / 10)"),
+    distill: Optional[float] = typer.Option(None, "--distill", min=0, max=1, help="KD weight from the unpruned model"),
+    global_pruning: bool = typer.Option(False, "--global", help="rank channels globally instead of per layer"),
+    target_macs: Optional[float] = typer.Option(None, "--target-macs", help="search the ratio: MACs fraction (<=1) "
+                                                "or absolute MACs"),
+    target_latency: Optional[float] = typer.Option(None, "--target-latency", help="search the ratio: ONNX Runtime "
+                                                   "p50 ms"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if val top-1 drops more (points)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="new run directory (default RUN-prunedNN)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted prune in --out"),
+):
+    """Structured channel pruning + recovery fine-tuning: edgeft prune runs/r18 --ratio 0.5 --epochs 2"""
+    from .stages.prune import prune as run_prune
+
+    cfg = _compress_cfg(run, "prune")
+    ratio_ = ratio if ratio is not None else (None if (target_macs or target_latency) else (cfg.ratio if cfg else 0.5))
+    m = run_prune(run, out=out, ratio=ratio_, method=method or (cfg.method if cfg else "magnitude"),
+                  round_to=round_to if round_to is not None else (cfg.round_to if cfg else 8),
+                  epochs=epochs if epochs is not None else (cfg.epochs if cfg else 2),
+                  iterative=iterative or (cfg.iterative if cfg else 1), lr=lr or (cfg.lr if cfg else None),
+                  distill=distill if distill is not None else (cfg.distill if cfg else 0.0),
+                  global_pruning=global_pruning or bool(cfg and cfg.global_pruning), max_drop=max_drop,
+                  target_macs=target_macs, target_latency_ms=target_latency, resume=resume)
+    o = out or Path(str(run) + f"-pruned{int(round(m['config']['ratio'] * 100))}")
+    log.next_step(f"edgeft qat {o} --epochs 1", f"edgeft export {o} --format openvino --int8")
+
+
+def _compress_cfg(run: Path, which: str):
+    from .recipe import load_recipe
+
+    p = Path(run) / "recipe.yaml"
+    if not p.is_file():
+        return None
+    try:
+        return getattr(load_recipe(p).compress, which)
+    except Exception:  # noqa: BLE001 - the stage itself reports a broken run precisely
+        return None
+
+
+@app.command()
+def qat(
+    run: Path = typer.Argument(..., help="FP32 (or pruned) run directory"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="QAT epochs (recipe compress.qat.epochs, else 1)"),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0, help="QAT LR (default train.lr / 100)"),
+    flavour: Optional[str] = typer.Option(None, "--flavour", help="cpu (ORT/OpenVINO) | tensorrt (symmetric s8s8)"),
+    calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help="samples for the PTQ init (300)"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if val top-1 drops more (points)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="new run directory (default RUN-qat)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted QAT in --out"),
+):
+    """Quantization-aware training (NNCF) -> Q/DQ ONNX: edgeft qat runs/r18-pruned50 --epochs 1"""
+    from .stages.qat import qat as run_qat
+
+    cfg = _compress_cfg(run, "qat")
+    fl = flavour or (cfg.flavour if cfg else "cpu")
+    run_qat(run, out=out, epochs=epochs if epochs is not None else (cfg.epochs if cfg else 1),
+            lr=lr or (cfg.lr if cfg else None), flavour=fl, calib_size=calib_size or (cfg.calib_size if cfg else 300),
+            max_drop=max_drop if max_drop is not None else (cfg.max_drop if cfg else None), resume=resume)
+    o = out or Path(str(run) + ("-qat" if fl == "cpu" else "-qat-trt"))
+    fmt = "openvino" if fl == "cpu" else "tensorrt"
+    log.next_step(f"edgeft export {o} --format {fmt} --int8", f"edgeft export {o} --format onnxruntime --int8")
+
+
+# -------------------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="run directory (from finetune, prune or qat)"),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx | onnxruntime | openvino | tensorrt"),
+    fp16: bool = typer.Option(False, "--fp16", help="FP16 precision"),
+    int8: bool = typer.Option(False, "--int8", help="INT8 (post-training quantization, or the QAT graph)"),
+    calib_data: Optional[str] = typer.Option(None, "--calib-data", help="folder of calibration images "
+                                             "(default: the run's train split)"),
+    calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help="calibration samples (default 300)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="bundle folder (default RUN/bundles/FORMAT-PRECISION)"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if val top-1 drops more (points)"),
+    parity_samples: Optional[int] = typer.Option(None, "--parity-samples", min=1, help="val samples for parity (200)"),
+    target: Optional[str] = typer.Option(None, "--target", help="INT8 Q/DQ flavour for onnxruntime: cpu (u8s8) | "
+                                         "tensorrt (s8s8 symmetric)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing bundle"),
+):
+    """Export a run to a verified bundle: edgeft export runs/r18 --format openvino --int8"""
+    from .errors import UnsupportedError
+    from .stages.export import export as run_export
+
+    if fp16 and int8:
+        raise UnsupportedError("--fp16 and --int8 are mutually exclusive", hint="pick one precision per bundle")
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+    m = run_export(run, format=format, precision=precision, calib_data=calib_data, calib_size=calib_size, out=out,
+                   max_drop=max_drop, parity_samples=parity_samples, target=target, force=force)
+    b = out or m.get("_out") or _bundle_path(run, format, m["precision"], target)
+    log.next_step(f"edgeft predict {b} <IMAGE>...", f"edgeft bench {run} {b} --data <DIR>")
+
+
+def _bundle_path(run, fmt, precision, target):
+    from .stages.export import default_out
+
+    return default_out(Path(run), fmt, precision, target)
+
+
+@app.command()
+def build(bundle: Path = typer.Argument(..., help="a TensorRT bundle (format tensorrt)")):
+    """(Re)build a TensorRT engine on this device from the bundle's ONNX: edgeft build BUNDLE"""
+    from .backends import backend_module
+    from .bundle import read_manifest, write_manifest
+    from .errors import UnsupportedError
+
+    m = read_manifest(bundle)
+    if m["format"] != "tensorrt":
+        raise UnsupportedError(f"{bundle} is a {m['format']} bundle; only TensorRT engines are device-specific",
+                               hint="export a TensorRT bundle: edgeft export RUN --format tensorrt")
+    trt = backend_module("tensorrt")        # BackendUnavailable (exit 2) with the install hint
+    old = (m.get("engine") or {}).get("gpu")
+    log.info(f"building the TensorRT engine for this GPU from {m['model_files']['onnx']} (takes a while) ...")
+    built = trt.rebuild(bundle, m)
+    m["engine"] = built["engine"]
+    if built.get("quantization"):
+        m["quantization"] = built["quantization"]
+    m.pop("files", None)
+    write_manifest(bundle, m)
+    e = m["engine"]
+    log.result(f"built {bundle}/model.engine for {e['gpu']} (compute {e['compute_capability']}, TensorRT "
+               f"{e['tensorrt']}) in {e['build_seconds']}s" + (f"; was built for {old}" if old and old != e["gpu"] else ""))
+    log.next_step(f"edgeft bench {bundle} --data <DIR>")
+
+
+# ------------------------------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    bundle: Path = typer.Argument(..., help="bundle folder (from edgeft export)"),
+    inputs: List[Path] = typer.Argument(..., help="image files or folders (audio: .wav files)"),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1),
+    json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    allow_failed: bool = typer.Option(False, "--allow-failed", help="use a bundle marked failed by its gate"),
+):
+    """Classify images (or audio clips) with a bundle, torch-free: edgeft predict BUNDLE img.png"""
+    import json as _json
+
+    from . import runtime
+    from .data.images import IMAGE_EXTS
+    from .errors import DataError
+
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS | {".wav"})
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"input {str(p)!r} does not exist", hint="pass image files or folders")
+    if not files:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    with runtime.load(bundle, threads=threads, allow_failed=allow_failed) as model:
+        preds = []
+        for f in files:
+            try:
+                preds.append(model.predict([f], top_k=top_k)[0])
+            except (OSError, ValueError) as e:
+                raise DataError(f"cannot read {str(f)!r}: {type(e).__name__}: {e}") from None
+    if json_out:
+        log.result(_json.dumps([{"input": str(f), "top": [{"label": l, "prob": round(p, 6)} for l, p in pr]}
+                                for f, pr in zip(files, preds)], indent=1))
+    else:
+        for f, pr in zip(files, preds):
+            log.result(f"{f}: " + ", ".join(f"{l} {p:.3f}" for l, p in pr))
+        log.next_step(f"edgeft bench {bundle} --data <DIR>")
+
+
+@app.command()
+def doctor():
+    """Which backends, data and tools are usable here, and why not otherwise."""
+    from . import backends
+    from .backends.base import support_table
+    from .data.images import find_fashion_mnist
+    from .utils.env import fingerprint, versions
+
+    fp = fingerprint()
+    log.result(f"machine: {fp['cpu_model']} ({fp['cores_logical']} cores, ISA {','.join(fp['isa'])}), {fp['os']}")
+    for name, why in backends.report().items():
+        log.result(f"backend {name:12s} {'ok' if why is None else 'unavailable: ' + why}")
+    fm = find_fashion_mnist()
+    log.result(f"Fashion-MNIST: {fm or 'not found (sudo apt-get install dataset-fashion-mnist)'}")
+    import shutil
+
+    for tool in ("espeak-ng", "flite", "g++", "benchmark_app"):
+        log.result(f"tool {tool:12s} {shutil.which(tool) or 'not found'}")
+    log.result("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
+    log.result("format x precision:\n" + support_table())
+    log.next_step("edgeft recipes")
+
+
+# --------------------------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    artifacts: List[Path] = typer.Argument(None, help="bundles and/or run folders (a run = PyTorch FP32 reference)"),
+    data: Optional[str] = typer.Option(None, "--data", help="folder of class sub-folders or built-in name[:split] "
+                                       "(default: the model's built-in dataset, test split)"),
+    scenario: str = typer.Option("single_stream", "--scenario", help="single_stream | offline | camera | audio_stream"),
+    profile: str = typer.Option("dev", "--profile", help="smoke (CI, ~3 s/artifact) | dev (5 x 10 s) | report (5 x 120 s)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="threads for every backend (default: all cores)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="result folder (default runs/bench/<run id>)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="result JSON path"),
+    md_out: Optional[Path] = typer.Option(None, "--md", help="Markdown table path"),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots", help="folder for PNG plots"),
+    batch: int = typer.Option(32, "--batch", min=1, help="batch size for the accuracy run and --scenario offline"),
+    data_limit: Optional[int] = typer.Option(None, "--data-limit", min=1, help="accuracy run on N samples only"),
+    fps: float = typer.Option(30.0, "--fps", help="camera: offered frames per second"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="camera: seconds per artifact (profile default)"),
+    handoff: str = typer.Option("latest", "--handoff", help="camera: latest | fifo:N | block"),
+    source: Optional[str] = typer.Option(None, "--source", help="camera: video file (pre-decoded)"),
+    deadline_ms: Optional[float] = typer.Option(None, "--deadline-ms", help="camera: deadline (default one period)"),
+    stream: Optional[str] = typer.Option(None, "--stream", help="audio_stream: stream .wav (its truth .json beside)"),
+    replay: str = typer.Option("both", "--replay", help="audio_stream: realtime | asfast | both"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="audio_stream: detection threshold"),
+    allow_failed: bool = typer.Option(False, "--allow-failed", help="include bundles marked failed by a gate"),
+    allow_dvfs: bool = typer.Option(False, "--allow-dvfs", help="allow --profile report without the performance governor"),
+):
+    """Accuracy + latency of several artifacts in one interleaved run: edgeft bench RUN BUNDLE... --data DIR"""
+    from .bench.harness import BenchConfig, bench as run_bench
+    from .bench.report import markdown, plots, save_json, save_markdown
+    from .errors import DataError
+
+    if not artifacts:
+        raise DataError("no artifacts given", hint="edgeft bench RUN_DIR BUNDLE_DIR... (see `edgeft bench --help`)")
+    cfg = BenchConfig(data=data or _default_data(artifacts), scenario=scenario, profile=profile, threads=threads,
+                      batch=batch, data_limit=data_limit, fps=fps, duration=duration, handoff=handoff, source=source,
+                      deadline_ms=deadline_ms, stream=stream, replay=replay, threshold=threshold,
+                      allow_failed=allow_failed, allow_dvfs=allow_dvfs, command="edgeft " + " ".join(sys.argv[1:]))
+    doc = run_bench([str(a) for a in artifacts], cfg)
+    o = out or Path("runs") / "bench" / doc["run_id"].replace(":", "")
+    jp = json_out or o / "result.json"
+    save_json(doc, jp)
+    save_markdown([doc], md_out or o / "result.md")
+    made = []
+    try:
+        made = plots(doc, plots_dir or o / "plots")
+    except ImportError:
+        log.warn("matplotlib not installed: plots skipped (pip install 'edgeft[runtime]')")
+    log.result(markdown([doc]))
+    log.result(f"results: {jp}" + (f"; plots: {', '.join(str(p) for p in made)}" if made else ""))
+    log.next_step(f"edgeft report {jp} OTHER_MACHINE.json  (one table across machines)")
+
+
+def _default_data(artifacts) -> str:
+    """The built-in dataset the artifacts were trained on (test split), if any."""
+    import json as _json
+
+    from .data.images import BUILTIN
+    from .errors import DataError
+
+    for a in artifacts:
+        if not Path(a).exists():
+            from .errors import RunError
+
+            raise RunError(f"artifact {str(a)!r} does not exist",
+                           hint="pass bundle folders (edgeft export) or run folders (edgeft finetune)")
+    for a in artifacts:
+        a = Path(a)
+        src = None
+        if (a / "manifest.json").is_file():
+            src = (_json.loads((a / "manifest.json").read_text()).get("source") or {}).get("data")
+        elif (a / "recipe.yaml").is_file():
+            import yaml
+
+            src = ((yaml.safe_load((a / "recipe.yaml").read_text()) or {}).get("data") or {}).get("source")
+        if src in BUILTIN or src == "speech-commands-tts":
+            return f"{src}:test"
+    raise DataError("--data is required: the artifacts were not trained on a built-in dataset",
+                    hint="pass --data DIR (class sub-folders named after the labels)")
+
+
+@app.command()
+def report(results: List[Path] = typer.Argument(..., help="result JSON files (from several machines)"),
+           md_out: Optional[Path] = typer.Option(None, "--md", help="write the merged Markdown table here")):
+    """Merge bench results from several machines into one table: edgeft report a.json b.json"""
+    from .bench.report import markdown, merge, save_markdown
+
+    docs = merge(results)
+    log.result(markdown(docs))
+    if md_out:
+        save_markdown(docs, md_out)
+        log.result(f"written: {md_out}")
+    log.next_step("edgeft bench ARTIFACT... --json OUT.json on another device, then edgeft report again")
+
+
+@app.command()
+def camera(
+    bundle: Path = typer.Argument(..., help="image-classification bundle"),
+    source: str = typer.Option(..., "--source", help="video file, or a camera index (0, 1, ...)"),
+    fps: float = typer.Option(30.0, "--fps", help="video files: playback rate (cameras run at their own rate)"),
+    duration: float = typer.Option(30.0, "--duration", min=0.1, help="seconds"),
+    handoff: str = typer.Option("latest", "--handoff", help="latest | fifo:N | block"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    display: bool = typer.Option(True, "--display/--no-display", help="on-screen overlay when a display exists"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the camera report here"),
+):
+    """Run a bundle on a live camera or a video at a fixed rate, with an overlay: edgeft camera B --source 0"""
+    from .bench.live import live_camera
+
+    rep = live_camera(bundle, source, fps=fps, duration=duration, handoff=handoff, threads=threads, display=display)
+    if json_out:
+        from .utils.io import atomic_write_json
+
+        atomic_write_json(json_out, rep)
+    c = rep["camera"]
+    e = rep["latency"]["e2e"]
+    log.result(f"camera {source}: offered {c['offered_frames']} frames at {c['offered_fps']:.1f} fps, processed "
+               f"{c['processed_frames']}, dropped {c['dropped_frames']} ({100 * c['drop_rate']:.2f}%), deadline misses "
+               f"{100 * c['deadline_miss_rate']:.2f}%; e2e p50 {e.get('p50', float('nan')):.2f} ms p99 "
+               f"{e.get('p99', float('nan')):.2f} ms; producer on time: {c['producer_on_time']}")
+    log.next_step(f"edgeft bench {bundle} --scenario camera --fps {fps:g}")
+
+
+@data_app.command("export-images")
+def data_export_images(source: str = typer.Argument(..., help="built-in dataset, e.g. fashion-mnist"),
+                       out: Path = typer.Option(..., "--out", "-o"),
+                       split: str = typer.Option("test", "--split", help="train | test"),
+                       limit: Optional[int] = typer.Option(None, "--limit", min=1)):
+    """Write a built-in dataset as PNG class folders (for predict, bench --data, --calib-data on a device)."""
+    from .data.images import export_builtin_images
+
+    n = export_builtin_images(source, out, split, limit)
+    log.result(f"wrote {n} images to {out}")
+    log.next_step(f"edgeft bench BUNDLE --data {out}")
+
+
+@data_app.command("make-video")
+def data_make_video(out: Path = typer.Argument(..., help="video file to write (.mp4 or .avi)"),
+                    data: str = typer.Option("fashion-mnist:test", "--data", help="built-in name[:split] or folder"),
+                    fps: float = typer.Option(30.0, "--fps"), seconds: float = typer.Option(20.0, "--seconds", min=0.1),
+                    size: int = typer.Option(224, "--size", min=8, help="frame width = height")):
+    """Make an offline test video from dataset images (OpenCV VideoWriter)."""
+    from .bench.camera import frames_from_samples, make_video
+    from .bench.data import _image_samples
+
+    name, _, _ = data.partition(":")
+    from .data.images import BUILTIN, builtin_split_raw
+
+    labels = builtin_split_raw(name, "test")[2] if name in BUILTIN else sorted(
+        d.name for d in Path(data).iterdir() if d.is_dir())
+    s = _image_samples(data, labels, None)
+    n = int(round(fps * seconds))
+    frames = frames_from_samples(s, n, size=size)
+    while len(frames) < n:
+        frames += frames[: n - len(frames)]
+    make_video(str(out), frames, fps)
+    log.result(f"wrote {out}: {n} frames, {size}x{size}, {fps:g} fps")
+    log.next_step(f"edgeft camera BUNDLE --source {out}")
+
+
+# ----------------------------------------------------------------------------------------------- run
+@app.command("run")
+def run_cmd(
+    recipe: str = typer.Argument(..., help="recipe YAML path or name"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="pipeline folder (default runs/<recipe name>)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="bench profile override: smoke | dev | report"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="bench threads (default: all cores)"),
+    until: Optional[str] = typer.Option(None, "--until", help="stop after: finetune | prune | qat | export | bench"),
+    set_: Optional[List[str]] = SetOpt,
+):
+    """The whole pipeline from one recipe, resumable stage by stage: edgeft run image_cls/default"""
+    from .pipeline import run_pipeline
+
+    o = out or Path("runs") / Path(recipe).stem
+    run_pipeline(recipe, o if out else None, overrides=set_ or (), profile=profile, threads=threads, until=until)
+    log.result(f"pipeline folder: {o} (summary.md, bench/result.json, bench/plots/)")
+    log.next_step(f"edgeft predict {o}/bundles/<FORMAT-PRECISION> <IMAGE>", f"edgeft run {recipe}  (re-run: finished "
+                  f"stages are kept)")
+
+
+# -------------------------------------------------------------------------------------------- listen
+@app.command()
+def listen(
+    bundle: Path = typer.Argument(..., help="keyword-spotting bundle"),
+    source: str = typer.Option(..., "--source", help="a .wav file, or 'mic' (needs the sounddevice package)"),
+    mode: str = typer.Option("auto", "--mode", help="auto | window (re-run the window every hop) | streaming"),
+    realtime: bool = typer.Option(True, "--realtime/--asfast", help="file replay at real speed or as fast as possible"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="detection threshold (bundle default)"),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="stop after N seconds of audio"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+):
+    """Print keyword detections from a wav file or the microphone: edgeft listen BUNDLE --source talk.wav"""
+    from .bench.listen import listen as run_listen
+
+    dets, summary = run_listen(bundle, source, mode=mode, realtime=realtime, threshold=threshold, seconds=seconds,
+                               threads=threads)
+    log.result(summary)
+    log.next_step(f"edgeft bench {bundle} --scenario audio_stream")
+
+
+@data_app.command("make-kws")
+def data_make_kws(out: Optional[Path] = typer.Option(None, "--out", "-o", help="default ~/.cache/edgeft/..."),
+                  seed: int = typer.Option(0, "--seed")):
+    """Generate the built-in keyword dataset offline with espeak-ng + flite (deterministic, cached)."""
+    from .data.audio import make_kws_tts
+
+    p = make_kws_tts(out, seed=seed)
+    import json as _json
+
+    m = _json.loads((p / "manifest.json").read_text())
+    log.result(f"keyword dataset: {p} ({m['tts_clips']} TTS clips, {m['silence']} silence, "
+               f"{m['real_unknown_clips']} real-voice unknown clips)")
+    log.next_step("edgeft finetune --recipe kws/dscnn_s --out runs/kws")
+
+
+@data_app.command("make-stream")
+def data_make_stream(out: Path = typer.Option(..., "--out", "-o", help="folder for stream_*.wav + truth .json"),
+                     data: str = typer.Option("speech-commands-tts:test", "--data"),
+                     profile: str = typer.Option("dev", "--profile", help="smoke | dev | report (stream lengths)"),
+                     seed: int = typer.Option(0, "--seed")):
+    """Build the seeded long keyword streams (positive + negative-only) with MLPerf-Tiny-style truth files."""
+    from .bench.audio_data import build_streams
+    from .data.audio import KEYWORDS, SILENCE, UNKNOWN
+
+    s = build_streams(data, KEYWORDS + [UNKNOWN, SILENCE], profile, out, seed=seed)
+    for k, v in s.items():
+        log.result(f"{k}: {v['path']} ({v['truth']['length_sec']:.0f} s, {len(v['truth']['events'])} keywords)")
+    log.next_step(f"edgeft listen BUNDLE --source {s['positive']['path']}")
+
+
+# --------------------------------------------------------------------------------------- listings
+@app.command()
+def models(pattern: Optional[str] = typer.Argument(None, help="glob, e.g. 'mobilenet*'"),
+           task: Optional[str] = typer.Option(None, help="image_cls | kws")):
+    """List registered models."""
+    from .models import MODELS, list_models
+
+    for n in list_models(pattern, task):
+        s = MODELS.get(n)
+        log.result(f"{n:22s} {s.task:9s} {'pretrained' if s.pretrained else '          '}  {s.description}")
+    log.next_step("edgeft finetune --recipe image_cls/resnet18 --out runs/r18")
+
+
+@app.command()
+def recipes():
+    """List the recipes shipped in recipes/."""
+    from .recipe import REPO_RECIPES, list_recipes
+
+    for n in list_recipes():
+        log.result(f"{n:36s} {REPO_RECIPES / (n + '.yaml')}")
+    log.next_step("edgeft finetune --recipe image_cls/default --out runs/default")
+
+
+# ------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: typer handles usage errors (exit 2); edgeft's own errors become one line + exit 2."""
+    try:
+        app(args=argv, prog_name="edgeft")  # standalone mode: exits itself on success and usage errors
+    except EdgeftError as e:
+        sys.stderr.write(f"error: {e.one_line()}\n")
+        sys.exit(e.exit_code)
+    except Interrupted as e:
+        sys.stderr.write(f"interrupted: {e.epoch} completed epoch(s) are saved in {e.path}; "
+                         f"continue with: {e.resume_cmd}\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
