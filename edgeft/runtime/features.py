@@ -88,7 +88,10 @@ class LogMel:
         fr = audio[idx].astype(np.float32) * w
         spec = np.fft.rfft(fr, n=self.n_fft, axis=1)
         power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
-        return np.log(power @ fb + LOG_EPS).T.astype(np.float32)
+        # einsum, not `@`: the product is tiny, and numpy's OpenBLAS wakes its thread pool for it; next to
+        # torch's/OpenVINO's spinning OpenMP threads on a 2-core machine that stalled a parity run for minutes
+        # (seen in the test suite). Without BLAS the cost is fixed and predictable, as a real-time path needs.
+        return np.log(np.einsum("tf,fm->tm", power, fb) + LOG_EPS).T.astype(np.float32)
 
     def clip_features(self, clip: np.ndarray) -> np.ndarray:
         """(n_mels, frames) of a clip padded/trimmed to clip_samples."""
