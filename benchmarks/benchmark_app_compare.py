@@ -22,19 +22,22 @@ from pathlib import Path
 import numpy as np
 
 
-def benchmark_app(xml: Path, shape: list[int], seconds: int, threads: int) -> dict:
+def benchmark_app(xml: Path, shape: list[int], seconds: int, threads: int | None) -> dict:
+    """benchmark_app -hint latency (its own thread choice), or, with threads given, the equivalent fine-tune
+    options (benchmark_app refuses -nthreads together with a hint): -hint none -nstreams 1 -nthreads N."""
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
+    tune = ["-hint", "latency"] if threads is None else ["-hint", "none", "-nstreams", "1", "-nthreads", str(threads)]
     with tempfile.TemporaryDirectory() as d:
-        cmd = [exe, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-nireq", "1", "-t", str(seconds),
-               "-shape", f"[{','.join(map(str, shape))}]", "-nthreads", str(threads), "-report_type", "no_counters",
-               "-report_folder", d]
+        cmd = [exe, "-m", str(xml), "-d", "CPU", *tune, "-api", "sync", "-nireq", "1", "-t", str(seconds),
+               "-shape", f"[{','.join(map(str, shape))}]", "-report_type", "no_counters", "-report_folder", d]
         r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"benchmark_app failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     out = {}
     for key, pat in (("median", r"Median:\s+([\d.]+) ms"), ("average", r"Average:\s+([\d.]+) ms"),
                      ("min", r"Min:\s+([\d.]+) ms"), ("max", r"Max:\s+([\d.]+) ms"),
-                     ("fps", r"Throughput:\s+([\d.]+) FPS"), ("count", r"Count:\s+(\d+) iterations")):
+                     ("fps", r"Throughput:\s+([\d.]+) FPS"), ("count", r"Count:\s+(\d+) iterations"),
+                     ("threads", r"INFERENCE_NUM_THREADS:\s+(\d+)")):
         m = re.search(pat, r.stdout)
         out[key] = float(m.group(1)) if m else None
     return out
@@ -76,7 +79,9 @@ def main() -> int:
     from edgeft.bundle import read_manifest
     from edgeft.utils.env import cpu_model
 
-    threads = a.threads or default_threads()
+    # without --threads benchmark_app picks its own count under -hint latency; edgeft then uses the count it
+    # reported (so both run the same thread count), or edgeft's default when it printed none
+    threads = a.threads
     m = read_manifest(a.bundle)
     if m["format"] != "openvino":
         print("needs an OpenVINO bundle", file=sys.stderr)
@@ -85,13 +90,14 @@ def main() -> int:
     rows = []
     for rnd in range(a.rounds):
         ba = benchmark_app(a.bundle / m["model_files"]["model"], shape, a.seconds, threads)
-        ours = edgeft_infer(a.bundle, a.seconds, threads)
+        ours = edgeft_infer(a.bundle, a.seconds, threads or int(ba.get("threads") or default_threads()))
         rows.append((ba, ours))
         print(f"round {rnd + 1}: benchmark_app median {ba['median']:.3f} ms (n={ba['count']:.0f}) | edgeft infer "
               f"p50 {ours['p50']:.3f} ms (n={ours['count']}) p99 {ours['p99']:.3f} | ratio {ours['p50'] / ba['median']:.3f}")
     ba_med = float(np.median([r[0]["median"] for r in rows]))
     our_med = float(np.median([r[1]["p50"] for r in rows]))
-    print(json.dumps({"machine": cpu_model(), "threads": threads, "bundle": str(a.bundle), "precision": m["precision"],
+    print(json.dumps({"machine": cpu_model(), "threads": threads or rows[-1][0].get("threads"),
+                      "benchmark_app_mode": "-hint latency" if threads is None else f"-hint none -nthreads {threads}", "bundle": str(a.bundle), "precision": m["precision"],
                       "benchmark_app_median_ms": ba_med, "edgeft_infer_p50_ms": our_med,
                       "ratio": round(our_med / ba_med, 4), "edgeft_runtime": rows[-1][1]["info"]}, indent=1))
     return 0

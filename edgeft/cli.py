@@ -60,7 +60,28 @@ def finetune(
     if m:
         o = out or Path("runs") / (m.get("recipe") or "run")
         log.result(f"run: {o}")
-        log.next_step(f"edgeft export {o} --format openvino --int8", f"edgeft bench {o} --data <DIR>")
+        log.next_step(f"edgeft export {o} --format openvino --int8", f"edgeft bench {o} {_data_opt(o)}")
+
+
+
+def _data_opt(run_or_bundle) -> str:
+    """`--data NAME:test` for the built-in datasets (bench's default anyway), else the placeholder to fill in."""
+    import json as _json
+
+    p = Path(run_or_bundle)
+    src = None
+    try:
+        if (p / "manifest.json").is_file():
+            src = _json.loads((p / "manifest.json").read_text()).get("source", {}).get("data")
+        elif (p / "recipe.yaml").is_file():
+            import yaml
+
+            src = (yaml.safe_load((p / "recipe.yaml").read_text()) or {}).get("data", {}).get("source")
+    except (OSError, ValueError, AttributeError):
+        src = None
+    if src in ("fashion-mnist", "digits", "speech-commands-tts"):
+        return f"--data {src}:test"
+    return "--data <DIR>"
 
 
 def _launch_torchrun(n: int) -> int:
@@ -184,7 +205,7 @@ def export(
     m = run_export(run, format=format, precision=precision, calib_data=calib_data, calib_size=calib_size, out=out,
                    max_drop=max_drop, parity_samples=parity_samples, target=target, force=force)
     b = out or m.get("_out") or _bundle_path(run, format, m["precision"], target)
-    log.next_step(f"edgeft predict {b} <IMAGE>...", f"edgeft bench {run} {b} --data <DIR>")
+    log.next_step(f"edgeft predict {b} <IMAGE>...", f"edgeft bench {run} {b} {_data_opt(run)}")
 
 
 def _bundle_path(run, fmt, precision, target):
@@ -216,7 +237,7 @@ def build(bundle: Path = typer.Argument(..., help="a TensorRT bundle (format ten
     e = m["engine"]
     log.result(f"built {bundle}/model.engine for {e['gpu']} (compute {e['compute_capability']}, TensorRT "
                f"{e['tensorrt']}) in {e['build_seconds']}s" + (f"; was built for {old}" if old and old != e["gpu"] else ""))
-    log.next_step(f"edgeft bench {bundle} --data <DIR>")
+    log.next_step(f"edgeft bench {bundle} {_data_opt(bundle)}")
 
 
 # ------------------------------------------------------------------------------------------- predict
@@ -259,7 +280,7 @@ def predict(
     else:
         for f, pr in zip(files, preds):
             log.result(f"{f}: " + ", ".join(f"{l} {p:.3f}" for l, p in pr))
-        log.next_step(f"edgeft bench {bundle} --data <DIR>")
+        log.next_step(f"edgeft bench {bundle} {_data_opt(bundle)}")
 
 
 @app.command()

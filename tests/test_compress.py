@@ -1,6 +1,7 @@
 """Pruning and QAT on tiny models: round trips, clear errors, the TensorRT Q/DQ rules, accuracy gates."""
 import json
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -71,6 +72,19 @@ def test_qat_runs_export_to_runtimes_without_requantizing(qat_runs, tmp_path):
         assert b["quantization"]["method"] == "qat" and b["parity"]["reference"].startswith("pytorch fake-quant")
         assert b["parity"]["top1_agreement"] >= 0.95 and b["status"] == "ok"
         assert "calibration" not in b["quantization"]                      # consumed, not re-quantized
+    # the ORT bundle stores the weights as int8 constants (folded QuantizeLinear), with the same outputs as the
+    # untouched Q/DQ graph of the onnx bundle
+    import onnxruntime as ort
+
+    assert b["quantization"].get("weights_stored") is None                  # format onnx: graph kept as is
+    ob = json.loads((tmp_path / "onnxruntime" / "manifest.json").read_text())
+    assert ob["quantization"]["weights_stored"].startswith("int8 constants")
+    folded, raw = tmp_path / "onnxruntime" / "model.onnx", tmp_path / "onnx" / "model.onnx"
+    assert folded.stat().st_size < raw.stat().st_size / 2
+    x = np.random.default_rng(0).standard_normal((4, *ob["inputs"][0]["shape"][1:])).astype(np.float32)
+    ya, yb = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+              for p in (folded, raw))
+    np.testing.assert_allclose(ya, yb, atol=1e-5)
 
 
 def test_symmetric_qdq_passes_tensorrt_rules_and_cpu_flavour_does_not(qat_runs):

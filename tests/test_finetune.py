@@ -14,6 +14,7 @@ def test_finetune_cli_writes_a_complete_run(cli, tiny_recipe, tmp_path):
     r = cli("finetune", "--recipe", tiny_recipe, "--out", out, "--epochs", 2)
     assert r.code == 0, r.err
     assert "test top-1" in r.out and f"edgeft export {out}" in r.out          # result + next command
+    assert f"edgeft bench {out} --data " in r.out
     rd = RunDir(out)
     for f in ("recipe.yaml", "labels.txt", "model.json", "model.safetensors", "last.pt", "metrics.json",
               "confusion_matrix.png", "split.json"):

@@ -80,3 +80,18 @@ def test_efficientnet_lite0_calls_chelsea_a_cat_and_coffee_espresso():
     # TF-style scaling is exactly (x - 127) / 128
     raw = np.asarray(data.coffee(), np.float32)
     assert abs(float(x[1].max()) - (min(raw.max(), 255) - 127) / 128) < 0.02
+
+
+
+def test_bn_momentum_override_for_short_schedules():
+    """torchvision's MobileNetV3 ships BN momentum 0.01, tuned for ImageNet-length epochs; on a 3-epoch run its
+    running statistics lagged the weights and eval collapsed to one class (val top-1 0.10, recalibrating the
+    statistics gave 0.76). The trainer applies train.bn_momentum (default 0.1; null keeps the model's)."""
+    from edgeft.recipe import TrainCfg
+    from edgeft.stages.trainer import set_bn_momentum
+
+    m = create_model("mobilenet_v3_small", num_classes=10)
+    bns = [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]
+    assert bns and {b.momentum for b in bns} == {0.01}
+    assert set_bn_momentum(m, None) == 0 and {b.momentum for b in bns} == {0.01}
+    assert set_bn_momentum(m, TrainCfg().bn_momentum) == len(bns) and {b.momentum for b in bns} == {0.1}

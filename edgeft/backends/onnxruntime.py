@@ -41,6 +41,16 @@ def convert_extra(onnx_path: Path, out_dir: Path, stem: str, precision: str) -> 
 def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray] | None, options: dict) -> dict:
     """Write ``out_dir/model.onnx`` for ONNX Runtime; returns manifest details."""
     out = out_dir / "model.onnx"
+    if options.get("from_qat") and options.get("format", "onnxruntime") == "onnxruntime":
+        # the QAT Q/DQ graph as it is, with its weight quantizers folded into int8 constants (same outputs);
+        # format onnx keeps the graph untouched (the portable Q->DQ weight pattern TensorRT parses)
+        from ..qdq import fold_weight_quantizers
+
+        fold = fold_weight_quantizers(onnx_path, out)
+        q = dict(options.get("qat_quantization") or {})
+        q["weights_stored"] = f"int8 constants ({fold['folded']} weight QuantizeLinear folded)" if fold["folded"] \
+            else "fp32 behind QuantizeLinear"
+        return {"model_files": {"model": "model.onnx"}, "quantization": q}
     if precision == "fp32" or options.get("from_qat"):
         shutil.copyfile(onnx_path, out)
         return {"model_files": {"model": "model.onnx"},

@@ -139,7 +139,7 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
     calib, calib_meta = None, None
     if precision == "int8" and not desc.get("qat"):
         calib, calib_meta = calibration_batches(task, recipe, data, calib_data, calib_size)
-    options = {"target": target or "cpu", "input_name": "input", "from_qat": bool(desc.get("qat")),
+    options = {"format": fmt, "target": target or "cpu", "input_name": "input", "from_qat": bool(desc.get("qat")),
                "qat_quantization": (desc.get("qat") or {}).get("quantization")}
     info(f"building {fmt}/{precision} ...")
     built = backend.build(onnx_tmp, tmp, precision, calib, options)
