@@ -56,6 +56,12 @@ def test_result_document(result):
     other = next(a for a in d["artifacts"] if not a["reference"])
     assert ref["vs_reference"]["p50_ratio"]["median"] == 1.0 and other["vs_reference"]["speedup_p50"] > 0
     assert d["roofline"].get("gmacs", 0) > 0
+    for a in d["artifacts"]:  # the peak is an FP32 GEMM: % of peak only for FP32 artifacts
+        roof = a.get("roofline")
+        if roof:
+            assert (roof["pct_of_peak"] is not None) == (a["precision"] == "fp32"), (a["name"], roof)
+    int8 = next(a for a in d["artifacts"] if a["precision"] == "int8")
+    assert int8["roofline"]["achieved_gmacs"] > 0 and int8["roofline"]["pct_of_peak"] is None
 
 
 def test_json_roundtrip_markdown_and_merge(result, tmp_path):

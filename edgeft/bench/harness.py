@@ -331,8 +331,12 @@ def _assemble(arts, results, perf, samples, cfg, prof, threads, checks, warnings
             if macs and lat.get("infer"):
                 per = (cfg.batch if offline else 1)
                 g = macs * per / (lat["infer"]["p50"] / 1e3) / 1e9
+                # The peak is an FP32 GEMM: a percentage only means something for FP32 artifacts
+                # (an INT8 model can exceed it without being "over 100% efficient").
+                comparable = a.precision == "fp32" and peak.get("gmacs")
                 entry["roofline"] = {"macs": macs, "achieved_gmacs": round(g, 2), "peak_gmacs": peak.get("gmacs"),
-                                     "pct_of_peak": round(100 * g / peak["gmacs"], 1) if peak.get("gmacs") else None}
+                                     "peak_precision": "fp32",
+                                     "pct_of_peak": round(100 * g / peak["gmacs"], 1) if comparable else None}
         elif "camera" in perf:
             entry.update(perf["camera"][a.name])
         entry["validity"] = _validity(entry, a, threads, prof, cfg)

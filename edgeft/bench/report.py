@@ -142,8 +142,8 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
             else:
                 cells += [_f(r["sps"], 1)]
             cells += [_speed(r), _f(r["mb"], 2),
-                      f"{r['gmacs']:.1f} ({r['pct_peak']:.0f}%)" if r["gmacs"] is not None and r["pct_peak"] is not None
-                      else "–", "yes" if r["valid"] else "NO"]
+                      (f"{r['gmacs']:.1f} ({r['pct_peak']:.0f}%)" if r["pct_peak"] is not None else f"{r['gmacs']:.1f}")
+                      if r["gmacs"] is not None else "–", "yes" if r["valid"] else "NO"]
             lines.append("| " + " | ".join(cells) + " |")
     warns = [w for d in docs for w in d.get("warnings", [])]
     failed = [c for d in docs for c in d["validity"]["checks"] if not c["passed"]]
@@ -156,7 +156,8 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
     peak = docs[0].get("roofline") or {}
     if peak.get("gmacs"):
         lines.append("")
-        lines.append(f"Peak: {peak['gmacs']} GMAC/s ({peak.get('gemm')} via {peak.get('runtime')}, {peak.get('threads')} threads).")
+        lines.append(f"Peak: {peak['gmacs']} GMAC/s ({peak.get('gemm')} via {peak.get('runtime')}, {peak.get('threads')} threads); "
+                     "% of peak is shown for FP32 artifacts only.")
     return "\n".join(lines) + "\n"
 
 
