@@ -438,7 +438,7 @@ def data_export_images(source: str = typer.Argument(..., help="built-in dataset,
 
     n = export_builtin_images(source, out, split, limit)
     log.result(f"wrote {n} images to {out}")
-    log.next_step(f"edgeft bench BUNDLE --data {out}")
+    log.next_step(f"edgeft predict BUNDLE {out}", f"edgeft bench BUNDLE --data {out}")
 
 
 @data_app.command("make-video")
@@ -481,8 +481,23 @@ def run_cmd(
     o = out or Path("runs") / Path(recipe).stem
     run_pipeline(recipe, o if out else None, overrides=set_ or (), profile=profile, threads=threads, until=until)
     log.result(f"pipeline folder: {o} (summary.md, bench/result.json, bench/plots/)")
-    log.next_step(f"edgeft predict {o}/bundles/<FORMAT-PRECISION> <IMAGE>", f"edgeft run {recipe}  (re-run: finished "
-                  f"stages are kept)")
+    log.next_step(*_predict_hints(o), f"edgeft run {recipe}  (re-run: finished stages are kept)")
+
+
+def _predict_hints(pipeline_dir: Path) -> list[str]:
+    """`edgeft predict` on a bundle the pipeline really made, with inputs the user can make offline."""
+    bundles = sorted(p for p in (pipeline_dir / "bundles").glob("*") if (p / "manifest.json").is_file())
+    if not bundles:
+        return [f"edgeft export {pipeline_dir}/finetune --format openvino --int8"]
+    b = next((p for p in bundles if p.name.endswith("int8")), bundles[0])
+    data = _data_opt(b)
+    if data.startswith("--data ") and "<" not in data:
+        name = data.split()[1].split(":")[0]
+        if name == "speech-commands-tts":
+            return [f"edgeft listen {b} --source talk.wav  (or --source mic)"]
+        return [f"edgeft data export-images {name} --out {name}-test --limit 16",
+                f"edgeft predict {b} {name}-test"]
+    return [f"edgeft predict {b} <IMAGE>..."]
 
 
 # -------------------------------------------------------------------------------------------- listen

@@ -137,6 +137,8 @@ def test_run_pipeline_and_resume(cli, tmp_path):
     r = cli("run", recipe, "--out", tmp_path / "p", "--threads", 1)
     assert r.code == 0, r.err
     assert "| finetune | done |" in r.out and "| bench | done |" in r.out and "speedup vs ref" in r.out
+    nxt = r.out.split("Next:", 1)[1]  # the hint names a bundle that exists, not a placeholder
+    assert "edgeft predict" in nxt and "openvino-int8" in nxt and "<FORMAT" not in nxt, nxt
     for f in ("pipeline.json", "summary.md", "bench/result.json", "bundles/onnxruntime-fp32/manifest.json",
               "bundles/openvino-int8/manifest.json", "finetune/model.safetensors"):
         assert (tmp_path / "p" / f).is_file(), f
