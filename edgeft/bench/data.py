@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataError, did_you_mean
+from ..runtime import softmax
 
 
 @dataclass
@@ -91,12 +92,6 @@ def _check_labels(classes: list[str], labels: list[str], spec: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- pipelines
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def postprocess(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Softmax + top-k, what an application does with the logits."""
     p = softmax(logits)

@@ -52,9 +52,10 @@ class Model:
         self.task = manifest.get("task", "image_cls")
         pp = manifest["preprocess"]
         self.preprocess = Preprocess.from_dict(pp) if pp.get("kind", "image") == "image" else None
-        mod = backend_module(manifest["format"])
+        self.threads, self.device = threads, device
+        self.mod = backend_module(manifest["format"])
         kw = {"batch": batch} if manifest["format"] == "openvino" else {}
-        self.runner = mod.Runner(path, manifest, threads=threads, device=device, **kw)
+        self.runner = self.mod.Runner(path, manifest, threads=threads, device=device, **kw)
         self._open = False
 
     def __enter__(self):
@@ -86,12 +87,13 @@ class Model:
         self.open()
         return self.runner.infer(x)
 
-    def predict(self, images, top_k: int = 5, batch_size: int = 32) -> list[list[tuple[str, float]]]:
-        images = list(images)
+    def predict(self, inputs, top_k: int = 5, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) per input; inputs are whatever ``prepare`` takes."""
+        inputs = list(inputs)
         out = []
         k = min(top_k, len(self.labels))
-        for s in range(0, len(images), batch_size):
-            probs = softmax(self.infer(self.prepare(images[s:s + batch_size])))
+        for s in range(0, len(inputs), batch_size):
+            probs = softmax(self.infer(self.prepare(inputs[s:s + batch_size])))
             for p in probs:
                 idx = np.argsort(-p)[:k]
                 out.append([(self.labels[i], float(p[i])) for i in idx])

@@ -22,46 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import backend_module
 from ..errors import BundleError, UnsupportedError
+from . import Model, softmax
 from .features import LOG_EPS, LogMel, StreamingLogMel
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-class KwsModel:
+class KwsModel(Model):
     """A loaded keyword-spotting bundle: clip classification plus what the detector needs."""
 
     def __init__(self, path: Path, manifest: dict, threads=None, device=None):
-        self.path, self.manifest = path, manifest
-        self.labels: list[str] = list(manifest["labels"])
+        super().__init__(path, manifest, threads=threads, device=device)
         self.task = "kws"
         self.lm = LogMel.from_spec(manifest["preprocess"])
         self.frames = int(manifest["preprocess"]["frames"])
         self.stream_cfg = dict(manifest.get("stream") or {})
         self.streaming = manifest.get("streaming_model")
-        self.threads, self.device = threads, device
-        self.mod = backend_module(manifest["format"])
-        self.runner = self.mod.Runner(path, manifest, threads=threads, device=device)
         self.stream_runner = None
-        self._open = False
-
-    def __enter__(self):
-        return self.open()
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def open(self) -> "KwsModel":
-        if not self._open:
-            self.runner.__enter__()
-            self._open = True
-        return self
 
     def open_streaming(self):
         if self.streaming is None:
@@ -74,16 +50,10 @@ class KwsModel:
         return self.stream_runner
 
     def close(self) -> None:
-        if self._open:
-            self.runner.__exit__(None, None, None)
-            self._open = False
+        super().close()
         if self.stream_runner is not None:
             self.stream_runner.__exit__(None, None, None)
             self.stream_runner = None
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        self.open()
-        return self.runner.infer(x)
 
     def prepare(self, clips) -> np.ndarray:
         from ..data.audio import read_wav
@@ -94,17 +64,6 @@ class KwsModel:
                 c = read_wav(c, self.lm.sample_rate)
             feats.append(self.lm.clip_features(np.asarray(c, np.float32))[None])
         return np.stack(feats).astype(np.float32)
-
-    def predict(self, clips, top_k: int = 5, batch_size: int = 32) -> list[list[tuple[str, float]]]:
-        clips = list(clips)
-        out = []
-        k = min(top_k, len(self.labels))
-        for s in range(0, len(clips), batch_size):
-            probs = softmax(self.infer(self.prepare(clips[s:s + batch_size])))
-            for p in probs:
-                idx = np.argsort(-p)[:k]
-                out.append([(self.labels[i], float(p[i])) for i in idx])
-        return out
 
 
 class KwsDetector:
