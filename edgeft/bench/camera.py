@@ -263,7 +263,7 @@ def frames_from_samples(samples, n: int = 300, size: int | None = None, seed: in
 # ----------------------------------------------------------------------------------- bench integration
 def camera_for_artifacts(arts, cfg, prof) -> dict:
     """Camera sessions for each artifact (sequential: a stream is one continuous window)."""
-    from .data import load_samples, make_pre, postprocess
+    from .data import load_samples, make_pre, timed_pass
 
     durations = {"smoke": 5.0, "dev": 60.0, "report": 600.0}
     duration = cfg.duration or durations[cfg.profile]
@@ -280,15 +280,7 @@ def camera_for_artifacts(arts, cfg, prof) -> dict:
         pre = make_pre(a.task, a.preprocess)
 
         def process(img, a=a, pre=pre):
-            c = time.perf_counter_ns
-            t0 = c()
-            x = pre([img])
-            t1 = c()
-            y = a.infer(x)
-            t2 = c()
-            postprocess(y, 5)
-            t3 = c()
-            return {"pre": (t1 - t0) / 1e6, "infer": (t2 - t1) / 1e6, "post": (t3 - t2) / 1e6}
+            return timed_pass(pre, a.infer, [img])[3]
 
         for _ in range(prof.warmup_iters):
             process(frames[0])

@@ -5,6 +5,7 @@ like frames arriving from a camera); preprocessing (resize, crop, normalise) is 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -99,6 +100,22 @@ def postprocess(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]
     idx = np.argpartition(-p, k - 1, axis=-1)[..., :k]
     order = np.take_along_axis(p, idx, -1).argsort(-1)[..., ::-1]
     return np.take_along_axis(idx, order, -1), p
+
+
+def timed_pass(pre: Callable, infer: Callable, raws: list, k: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Raw samples (one, or a batch) through pre -> infer -> post: the unit every image scenario times.
+
+    Returns (logits, top-k indices, probabilities, {"pre", "infer", "post", "e2e"} in ms)."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    x = pre(raws)
+    t1 = clock()
+    y = infer(x)
+    t2 = clock()
+    top, p = postprocess(y, k)
+    t3 = clock()
+    return y, top, p, {"pre": (t1 - t0) / 1e6, "infer": (t2 - t1) / 1e6, "post": (t3 - t2) / 1e6,
+                       "e2e": (t3 - t0) / 1e6}
 
 
 def make_pre(task: str, preprocess: dict) -> Callable[[list[np.ndarray]], np.ndarray]:

@@ -24,7 +24,7 @@ from ..stats import wilson_ci
 from ..utils.env import fingerprint, git_sha, governors, versions
 from ..utils.log import info, progress
 from .artifacts import Artifact, open_artifact, peak_rss_bytes
-from .data import load_samples, make_pre, postprocess
+from .data import load_samples, make_pre, postprocess, timed_pass
 from .timing import PROFILES, Profile, pooled, run_window, warmup
 
 SCHEMA_VERSION = "1.0"
@@ -239,21 +239,12 @@ def performance_run(arts: list[Artifact], cfg: BenchConfig, prof: Profile, perf_
 
 def _single_step(a: Artifact, pre, perf_raw, log_pos, logged):
     n = len(perf_raw)
-    clock = time.perf_counter_ns
 
     def step(i: int) -> dict:
         k = i % n
-        raw = perf_raw[k]
-        t0 = clock()
-        x = pre([raw])
-        t1 = clock()
-        y = a.infer(x)
-        t2 = clock()
-        postprocess(y, 5)
-        t3 = clock()
+        y, _, _, st = timed_pass(pre, a.infer, [perf_raw[k]])
         if k in log_pos and k not in logged:
             logged[k] = y[0].copy()
-        st = {"pre": (t1 - t0) / 1e6, "infer": (t2 - t1) / 1e6, "post": (t3 - t2) / 1e6, "e2e": (t3 - t0) / 1e6}
         c = a.compute_ms()
         if c is not None:
             st["compute"] = c
@@ -264,18 +255,9 @@ def _single_step(a: Artifact, pre, perf_raw, log_pos, logged):
 
 def _offline_step(a: Artifact, pre, perf_raw, batch: int):
     n = len(perf_raw)
-    clock = time.perf_counter_ns
 
     def step(i: int) -> dict:
-        raws = [perf_raw[(i * batch + j) % n] for j in range(batch)]
-        t0 = clock()
-        x = pre(raws)
-        t1 = clock()
-        y = a.infer(x)
-        t2 = clock()
-        postprocess(y, 5)
-        t3 = clock()
-        return {"pre": (t1 - t0) / 1e6, "infer": (t2 - t1) / 1e6, "post": (t3 - t2) / 1e6, "e2e": (t3 - t0) / 1e6}
+        return timed_pass(pre, a.infer, [perf_raw[(i * batch + j) % n] for j in range(batch)])[3]
 
     return step
 

@@ -12,7 +12,7 @@ from ..errors import DataError
 from ..utils.log import err, quiet
 from .camera import (CameraResult, Frame, Handoff, _cv2, camera_latency, consume, decode_video, run_camera,
                      summarize_camera)
-from .data import make_pre, postprocess
+from .data import make_pre, timed_pass
 
 
 def _gui(display: bool):
@@ -38,14 +38,7 @@ def live_camera(bundle, source: str, fps: float = 30.0, duration: float = 30.0, 
     lock = threading.Lock()
 
     def process(img: np.ndarray) -> dict:
-        c = time.perf_counter_ns
-        t0 = c()
-        x = pre([img])
-        t1 = c()
-        y = model.infer(x)
-        t2 = c()
-        top, p = postprocess(y, 1)
-        t3 = c()
+        _, top, p, st = timed_pass(pre, model.infer, [img], 1)
         label, prob = model.labels[int(top[0, 0])], float(p[0, top[0, 0]])
         with lock:
             stats.update(label=label, p=prob)
@@ -55,7 +48,7 @@ def live_camera(bundle, source: str, fps: float = 30.0, duration: float = 30.0, 
             gui.putText(view, txt, (8, 24), gui.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
             gui.imshow("edgeft", view)
             gui.waitKey(1)
-        return {"pre": (t1 - t0) / 1e6, "infer": (t2 - t1) / 1e6, "post": (t3 - t2) / 1e6, "label": label}
+        return {**st, "label": label}
 
     def on_result(rec: dict) -> None:
         now = time.perf_counter()
