@@ -144,3 +144,26 @@ def test_qat_gate_reports_the_worst_layers(tiny_run, tmp_path, cli):
     assert r.code == 2 and "already a QAT run" in r.err
     r = cli("qat", tiny_run, "--flavour", "gpu", "--out", tmp_path / "q2")
     assert r.code == 2 and "valid are cpu, tensorrt" in r.err
+
+
+def test_run_pipeline_prune_qat_export_and_cache(cli, tmp_path):
+    """`edgeft run` chains finetune -> prune -> qat -> export; a re-run keeps every stage, a changed
+    compression setting is refused for the same folder (the finished stages are kept)."""
+    from .conftest import write_recipe
+
+    recipe = write_recipe(tmp_path / "c.yaml", epochs=1)
+    recipe.write_text(recipe.read_text().replace(
+        "export: {calib_size: 64, parity_samples: 64}",
+        "export: {calib_size: 64, parity_samples: 64, targets: [{format: onnxruntime, precision: int8}]}")
+        + "compress:\n  prune: {ratio: 0.5, round_to: 8, epochs: 1}\n  qat: {epochs: 1, calib_size: 64}\n")
+    out = tmp_path / "p"
+    r = cli("run", recipe, "--out", out, "--threads", 1, "--until", "export")
+    assert r.code == 0, r.err
+    for stage in ("finetune", "prune", "qat", "export onnxruntime-int8-qat"):
+        assert f"| {stage} | done |" in r.out, (stage, r.out)
+    m = json.loads((out / "bundles/onnxruntime-int8-qat/manifest.json").read_text())
+    assert m["quantization"]["method"] == "qat"
+    again = cli("run", recipe, "--out", out, "--threads", 1, "--until", "export")
+    assert again.code == 0 and again.out.count("| cached |") == 4, again.out
+    changed = cli("run", recipe, "--out", out, "--until", "export", "--set", "compress.prune.ratio=0.25")
+    assert changed.code == 2 and "other inputs" in changed.err and (out / "qat/model.safetensors").is_file()
