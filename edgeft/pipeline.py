@@ -76,31 +76,33 @@ class Pipeline:
         from .stages.prune import prune
 
         cfg = self.r.compress.prune
-        d = self.root / "prune"
-        h = _hash({"parent": sha256_file(parent / "model.safetensors"), "cfg": cfg.model_dump(mode="json")})
-        if self._cached("prune", d, h):
-            return d
-        t = time.perf_counter()
-        m = prune(parent, out=d, ratio=cfg.ratio, method=cfg.method, round_to=cfg.round_to, epochs=cfg.epochs,
-                  iterative=cfg.iterative, lr=cfg.lr, distill=cfg.distill, global_pruning=cfg.global_pruning,
-                  max_drop=cfg.max_drop, resume=(d / "last.pt").is_file())
-        self.record("prune", "done", time.perf_counter() - t,
-                    f"{m['macs_ratio']:.2f}x MACs kept, val top-1 {m['val_top1']:.4f}", hash=h)
-        return d
+        return self._child_stage(
+            "prune", parent, cfg,
+            lambda d: prune(parent, out=d, ratio=cfg.ratio, method=cfg.method, round_to=cfg.round_to,
+                            epochs=cfg.epochs, iterative=cfg.iterative, lr=cfg.lr, distill=cfg.distill,
+                            global_pruning=cfg.global_pruning, max_drop=cfg.max_drop,
+                            resume=(d / "last.pt").is_file()),
+            lambda m: f"{m['macs_ratio']:.2f}x MACs kept, val top-1 {m['val_top1']:.4f}")
 
     def qat(self, parent: Path) -> Path:
         from .stages.qat import qat
 
         cfg = self.r.compress.qat
-        d = self.root / "qat"
+        return self._child_stage(
+            "qat", parent, cfg,
+            lambda d: qat(parent, out=d, epochs=cfg.epochs, lr=cfg.lr, flavour=cfg.flavour, calib_size=cfg.calib_size,
+                          max_drop=cfg.max_drop),
+            lambda m: f"val top-1 {m['val_top1']:.4f} (PTQ init {m['ptq_val_top1']:.4f})")
+
+    def _child_stage(self, name: str, parent: Path, cfg, run, detail) -> Path:
+        """A stage derived from ``parent``'s model: cached while the parent's weights and ``cfg`` are unchanged."""
+        d = self.root / name
         h = _hash({"parent": sha256_file(parent / "model.safetensors"), "cfg": cfg.model_dump(mode="json")})
-        if self._cached("qat", d, h):
+        if self._cached(name, d, h):
             return d
         t = time.perf_counter()
-        m = qat(parent, out=d, epochs=cfg.epochs, lr=cfg.lr, flavour=cfg.flavour, calib_size=cfg.calib_size,
-                max_drop=cfg.max_drop)
-        self.record("qat", "done", time.perf_counter() - t,
-                    f"val top-1 {m['val_top1']:.4f} (PTQ init {m['ptq_val_top1']:.4f})", hash=h)
+        m = run(d)
+        self.record(name, "done", time.perf_counter() - t, detail(m), hash=h)
         return d
 
     def _cached(self, name: str, d: Path, h: str) -> bool:
