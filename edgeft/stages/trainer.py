@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..errors import RunError
 from ..rundir import RunDir, save_model
 from ..stats import wilson_ci
+from ..tasks.base import num_batches
 from ..utils.io import atomic_write_with
 from ..utils.log import info, progress
 
@@ -259,7 +260,7 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
         teacher.to(device).eval()
     if ctx.active:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    steps = task.num_batches(len(data.train), cfg.batch_size, ctx.world)
+    steps = num_batches(len(data.train), cfg.batch_size, ctx.world)
     if cfg.max_batches_per_epoch:
         steps = min(steps, cfg.max_batches_per_epoch)
     opt = make_optimizer(raw_model, cfg, lr)

@@ -43,8 +43,6 @@ class Task(Protocol):
 
     def preprocess_spec(self, recipe) -> dict: ...
 
-    def num_batches(self, n: int, batch_size: int, world: int) -> int: ...
-
 
 def epoch_generator(seed: int, epoch: int):
     """The RNG for one epoch's order and augmentation: a pure function of (seed, epoch), so --resume
@@ -54,6 +52,11 @@ def epoch_generator(seed: int, epoch: int):
     g = torch.Generator()
     g.manual_seed(int(seed) * 1_000_003 + int(epoch) * 7919 + 17)
     return g
+
+
+def num_batches(n: int, batch_size: int, world: int) -> int:
+    """Batches per epoch on each rank (last partial batch dropped, as ``shard_permutation`` shards)."""
+    return max((n // world) // batch_size, 1)
 
 
 def shard_permutation(n: int, g, rank: int, world: int, drop_last: bool = True):

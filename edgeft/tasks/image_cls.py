@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.images import Preprocess, load_image_dataset, normalize_batch
-from .base import TaskData, epoch_generator, shard_permutation
+from .base import TaskData, epoch_generator, num_batches, shard_permutation
 
 
 def preprocess_of(recipe) -> Preprocess:
@@ -30,9 +30,6 @@ class ImageClsTask:
                                 strict=d.strict, workers=d.workers)
         return TaskData(ds.source, ds.classes, ds.train, ds.val, ds.test, ds.info)
 
-    def num_batches(self, n: int, batch_size: int, world: int) -> int:
-        return max((n // world) // batch_size, 1)
-
     def train_batches(self, data: TaskData, recipe, epoch: int, rank: int = 0, world: int = 1,
                       device: str = "cpu") -> Iterator[tuple]:
         """Shuffled, augmented, normalised batches; a pure function of (recipe.train.seed, epoch, rank)."""
@@ -40,7 +37,7 @@ class ImageClsTask:
         split = data.train
         perm = shard_permutation(len(split), g, rank, world)
         bs = recipe.train.batch_size
-        nb = self.num_batches(len(split), bs, world)
+        nb = num_batches(len(split), bs, world)
         p = preprocess_of(recipe)
         for b in range(nb):
             idx = perm[b * bs:(b + 1) * bs].numpy()

@@ -12,7 +12,7 @@ from ..data.audio import TTS_NAME, load_clips, make_kws_tts, read_wav, scan_spee
 from ..errors import DataError
 from ..runtime.features import LOG_EPS, LogMel
 from ..utils.log import warn
-from .base import TaskData, epoch_generator, shard_permutation
+from .base import TaskData, epoch_generator, num_batches, shard_permutation
 from .kws_recipe import KwsRecipe  # noqa: F401  (registers the recipe class)
 
 
@@ -75,9 +75,6 @@ class KwsTask:
                 "noise_files": len(files.noise)}
         return TaskData(str(files.root), files.classes, out["train"], out["val"], out["test"], info)
 
-    def num_batches(self, n: int, batch_size: int, world: int) -> int:
-        return max((n // world) // batch_size, 1)
-
     def train_batches(self, data: TaskData, recipe, epoch: int, rank: int = 0, world: int = 1,
                       device: str = "cpu") -> Iterator[tuple]:
         g = epoch_generator(recipe.train.seed, epoch)
@@ -87,7 +84,7 @@ class KwsTask:
         lm = recipe.features.logmel()
         a = recipe.augment_audio
         noise = getattr(self, "_noise", [])
-        for b in range(self.num_batches(len(split), bs, world)):
+        for b in range(num_batches(len(split), bs, world)):
             idx = perm[b * bs:(b + 1) * bs].numpy()
             if len(idx) == 0:
                 break
