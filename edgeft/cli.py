@@ -575,9 +575,21 @@ def recipes():
 
 # ------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: typer handles usage errors (exit 2); edgeft's own errors become one line + exit 2."""
+    """Entry point: usage errors and edgeft's own errors both become one line + exit 2."""
     try:
-        app(args=argv, prog_name="edgeft")  # standalone mode: exits itself on success and usage errors
+        rc = app(args=argv, prog_name="edgeft", standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except typer.TyperException as e:  # typer's command-line errors (its vendored click's UsageError etc.)
+        usage = hasattr(e, "ctx") and type(e).__name__ != "NoArgsIsHelpError"  # `edgeft` alone: show the help
+        if usage:
+            where = e.ctx.command_path if e.ctx is not None else "edgeft"
+            sys.stderr.write(f"error: {e.format_message()} — see `{where} --help`\n")
+        else:
+            e.show()
+        sys.exit(getattr(e, "exit_code", 2))
+    except typer.Abort:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
     except EdgeftError as e:
         sys.stderr.write(f"error: {e.one_line()}\n")
         sys.exit(e.exit_code)
