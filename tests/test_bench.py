@@ -128,6 +128,24 @@ def test_bad_inputs(cli, arts, tmp_path):
     assert r.code == 2 and "does not exist" in r.err
     r = cli("report", tmp_path / "missing.json")
     assert r.code == 2 and "does not exist" in r.err
+    # a built-in dataset has official train/test splits only: anything else (a typo of test, a run's val)
+    # is refused instead of silently benchmarking on the training images
+    r = cli("bench", ort, "--data", "digits:val", "--profile", "smoke")
+    assert r.code == 2 and "valid are train, test" in r.err and r.err.count("\n") == 1, r.err
+    r = cli("data", "export-images", "digits", "--out", tmp_path / "imgs", "--split", "dev")
+    assert r.code == 2 and "valid are train, test" in r.err and not (tmp_path / "imgs").exists()
+    # camera settings are checked before any work (no accuracy pass first)
+    for opt, val, needle in (("--handoff", "lifo", "valid are latest, fifo:N, block"),
+                             ("--handoff", "fifo:0", "fifo needs a size >= 1"),
+                             ("--deadline-ms", "0", "must be > 0")):
+        r = cli("bench", ort, "--scenario", "camera", "--profile", "smoke", opt, val)
+        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (opt, r.err)
+        assert "accuracy" not in r.out, r.out
+    # typer's own usage errors are one line too
+    r = cli("bench", ort, "--threads", "0")
+    assert r.code == 2 and r.err.startswith("error: Invalid value for '--threads'") and r.err.count("\n") == 1
+    r = cli("bench", ort, "--no-such-option")
+    assert r.code == 2 and "No such option" in r.err and "edgeft bench --help" in r.err
 
 
 def test_run_pipeline_and_resume(cli, tmp_path):

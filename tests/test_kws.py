@@ -185,6 +185,8 @@ export: {{calib_size: 32, parity_samples: 32}}
     r = cli("bench", b, run / "bundles" / "onnxruntime-int8", "--scenario", "audio_stream", "--profile", "smoke",
             "--data", f"{tiny_kws_data}:test", "--threads", 1, "--out", tmp_path / "bench")
     assert r.code == 0, r.err
+    r = cli("bench", b, "--profile", "smoke", "--data", f"{tiny_kws_data}:dev")
+    assert r.code == 2 and "unknown split 'dev'" in r.err and r.err.count("\n") == 1, r.err
     doc = json.loads((tmp_path / "bench" / "result.json").read_text())
     names = [a["name"] for a in doc["artifacts"]]
     assert any(n.endswith("/streaming") for n in names) and any(n.endswith("/window") for n in names)

@@ -27,7 +27,11 @@ def _files(spec: str, labels: list[str], val_pct: float = 10.0, test_pct: float 
     if files.classes != list(labels):
         raise DataError(f"the classes of --data {spec!r} ({files.classes}) do not match the model's labels ({labels})",
                         hint="benchmark with the keywords the model was trained on")
-    return files, split or "test"
+    split = split or "test"
+    if split not in files.splits:
+        raise DataError(f"--data {spec!r}: unknown split {split!r}; valid are {', '.join(files.splits)}",
+                        hint=f"e.g. --data {name}:test (speaker-disjoint test split)")
+    return files, split
 
 
 def kws_samples(spec: str, labels: list[str], limit: int | None = None) -> Samples:

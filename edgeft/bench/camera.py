@@ -29,6 +29,21 @@ class Frame:
     t_pub: float = 0.0
 
 
+def parse_handoff(policy: str) -> tuple[str, int]:
+    """``latest`` | ``block`` | ``fifo:N`` -> (kind, capacity); anything else is a clear error."""
+    if policy in ("latest", "block"):
+        return policy, 1
+    if policy.startswith("fifo:"):
+        try:
+            cap = int(policy.split(":", 1)[1])
+        except ValueError:
+            cap = 0
+        if cap < 1:
+            raise UnsupportedError(f"--handoff {policy!r}: fifo needs a size >= 1, e.g. fifo:4")
+        return "fifo", cap
+    raise UnsupportedError(f"--handoff {policy!r}: valid are latest, fifo:N, block")
+
+
 class Handoff:
     """Bounded hand-off between the producer and the consumer, counting drops exactly."""
 
@@ -36,20 +51,7 @@ class Handoff:
         self.cv = threading.Condition()
         self.closed = False
         self.dropped: list[int] = []
-        if policy == "latest":
-            self.kind, self.cap = "latest", 1
-        elif policy == "block":
-            self.kind, self.cap = "block", 1
-        elif policy.startswith("fifo:"):
-            try:
-                self.cap = int(policy.split(":", 1)[1])
-            except ValueError:
-                self.cap = 0
-            if self.cap < 1:
-                raise UnsupportedError(f"--handoff {policy!r}: fifo needs a size >= 1, e.g. fifo:4")
-            self.kind = "fifo"
-        else:
-            raise UnsupportedError(f"--handoff {policy!r}: valid are latest, fifo:N, block")
+        self.kind, self.cap = parse_handoff(policy)
         self.q: collections.deque[Frame] = collections.deque()
 
     def put(self, f: Frame) -> None:

@@ -78,6 +78,13 @@ def bench(paths, cfg: BenchConfig) -> dict:
                                f"Valid: {', '.join(SCENARIOS)}")
     if cfg.profile not in PROFILES:
         raise UnsupportedError(f"unknown profile {cfg.profile!r}. Valid: {', '.join(PROFILES)}")
+    if cfg.scenario == "camera":   # before any artifact is opened or any sample is run
+        from .camera import parse_handoff
+
+        parse_handoff(cfg.handoff)
+        if cfg.deadline_ms is not None and not cfg.deadline_ms > 0:
+            raise UnsupportedError(f"--deadline-ms {cfg.deadline_ms:g}: must be > 0 (ms after the scheduled "
+                                   f"capture time; default one frame period)")
     threads = cfg.threads or default_threads()
     arts = [open_artifact(p, threads=threads, allow_failed=cfg.allow_failed, device=cfg.device) for p in paths]
     _dedupe_names(arts)

@@ -211,8 +211,16 @@ BUILTIN = {
 }
 
 
+OFFICIAL_SPLITS = ("train", "test")
+
+
 def builtin_split_raw(name: str, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Raw grey arrays of a built-in dataset's *official* split, plus class names (no recipe splitting)."""
+    """Raw grey arrays of a built-in dataset's *official* split, plus class names (no recipe splitting).
+
+    Fashion-MNIST has train (60k) and test (10k); digits has no official split (both give all 1,797)."""
+    if split not in OFFICIAL_SPLITS:
+        raise DataError(f"split {split!r} of built-in dataset {name!r}: valid are {', '.join(OFFICIAL_SPLITS)}",
+                        hint=f"use {name}:test or {name}:train (a run's own val split exists only inside the run)")
     if name == "fashion-mnist":
         x, y = load_fashion_mnist_raw("test" if split == "test" else "train")
         return x, y, list(FASHION_MNIST_CLASSES)
