@@ -404,7 +404,7 @@ def report(results: List[Path] = typer.Argument(..., help="result JSON files (fr
 def camera(
     bundle: Path = typer.Argument(..., help="image-classification bundle"),
     source: str = typer.Option(..., "--source", help="video file, or a camera index (0, 1, ...)"),
-    fps: float = typer.Option(30.0, "--fps", help="video files: playback rate (cameras run at their own rate)"),
+    fps: float = typer.Option(30.0, "--fps", min=0.1, help="video files: playback rate (cameras run at their own rate)"),
     duration: float = typer.Option(30.0, "--duration", min=0.1, help="seconds"),
     handoff: str = typer.Option("latest", "--handoff", help="latest | fifo:N | block"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
@@ -508,7 +508,7 @@ def listen(
     mode: str = typer.Option("auto", "--mode", help="auto | window (re-run the window every hop) | streaming"),
     realtime: bool = typer.Option(True, "--realtime/--asfast", help="file replay at real speed or as fast as possible"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="detection threshold (bundle default)"),
-    seconds: Optional[float] = typer.Option(None, "--seconds", help="stop after N seconds of audio"),
+    seconds: Optional[float] = typer.Option(None, "--seconds", min=0.1, help="stop after N seconds of audio"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
 ):
     """Print keyword detections from a wav file or the microphone: edgeft listen BUNDLE --source talk.wav"""
@@ -555,9 +555,18 @@ def data_make_stream(out: Path = typer.Option(..., "--out", "-o", help="folder f
 def models(pattern: Optional[str] = typer.Argument(None, help="glob, e.g. 'mobilenet*'"),
            task: Optional[str] = typer.Option(None, help="image_cls | kws")):
     """List registered models."""
+    from .errors import DataError, did_you_mean
     from .models import MODELS, list_models
 
-    for n in list_models(pattern, task):
+    tasks = sorted({MODELS.get(n).task for n in list_models()})
+    if task is not None and task not in tasks:
+        raise DataError(f"--task {task!r}: valid are {', '.join(tasks)}")
+    names = list_models(pattern, task)
+    if not names:
+        raise DataError(f"no registered model matches {pattern!r}{f' for task {task}' if task else ''}."
+                        f"{did_you_mean(pattern or '', list_models(None, task))}",
+                        hint="`edgeft models` lists them all; patterns are globs, e.g. 'mobilenet*'")
+    for n in names:
         s = MODELS.get(n)
         log.result(f"{n:22s} {s.task:9s} {'pretrained' if s.pretrained else '          '}  {s.description}")
     log.next_step("edgeft finetune --recipe image_cls/resnet18 --out runs/r18")

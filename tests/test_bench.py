@@ -134,13 +134,19 @@ def test_bad_inputs(cli, arts, tmp_path):
     assert r.code == 2 and "valid are train, test" in r.err and r.err.count("\n") == 1, r.err
     r = cli("data", "export-images", "digits", "--out", tmp_path / "imgs", "--split", "dev")
     assert r.code == 2 and "valid are train, test" in r.err and not (tmp_path / "imgs").exists()
-    # camera settings are checked before any work (no accuracy pass first)
-    for opt, val, needle in (("--handoff", "lifo", "valid are latest, fifo:N, block"),
-                             ("--handoff", "fifo:0", "fifo needs a size >= 1"),
-                             ("--deadline-ms", "0", "must be > 0")):
-        r = cli("bench", ort, "--scenario", "camera", "--profile", "smoke", opt, val)
-        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (opt, r.err)
-        assert "accuracy" not in r.out, r.out
+    # every setting is checked before any work (no accuracy pass first), whatever the scenario
+    for scenario in ("camera", "single_stream"):
+        for opt, val, needle in (("--handoff", "lifo", "valid are latest, fifo:N, block"),
+                                 ("--handoff", "fifo:0", "fifo needs a size >= 1"),
+                                 ("--deadline-ms", "0", "--deadline-ms 0: must be > 0"),
+                                 ("--fps", "0", "--fps 0: must be > 0"), ("--duration", "-1", "must be > 0"),
+                                 ("--replay", "sometimes", "valid are realtime, asfast, both"),
+                                 ("--threshold", "2", "valid is 0 < t < 1"), ("--profile", "fast", "unknown profile")):
+            r = cli("bench", ort, "--scenario", scenario, "--profile", "smoke", opt, val)
+            assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (scenario, opt, r.err)
+            assert "accuracy" not in r.out, r.out
+    r = cli("camera", ort, "--source", tmp_path / "none.mp4", "--fps", "0")
+    assert r.code == 2 and "Invalid value for '--fps'" in r.err and r.err.count("\n") == 1
     # typer's own usage errors are one line too
     r = cli("bench", ort, "--threads", "0")
     assert r.code == 2 and r.err.startswith("error: Invalid value for '--threads'") and r.err.count("\n") == 1

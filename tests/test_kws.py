@@ -206,7 +206,11 @@ export: {{calib_size: 32, parity_samples: 32}}
     assert qm["quantization"]["method"] == "qat" and qm["source"]["pruned"]["ratio"] == 0.25
     # bad input
     r = cli("listen", b, "--source", tmp_path / "nope.wav")
-    assert r.code == 2 and "does not exist" in r.err or "unreadable wav" in r.err
+    assert r.code == 2 and ("does not exist" in r.err or "unreadable wav" in r.err), r.err
+    for opt, val, needle in (("--threshold", "1.5", "valid is 0 < t < 1"), ("--mode", "fast", "valid are window"),
+                             ("--seconds", "0", "Invalid value for '--seconds'")):
+        r = cli("listen", b, "--source", tmp_path / "talk.wav", "--asfast", opt, val)
+        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (opt, r.err)
     r = cli("bench", b, "--scenario", "camera", "--data", f"{tiny_kws_data}:test")
     assert r.code == 2 and "needs image classification" in r.err
 

@@ -95,3 +95,13 @@ def test_bn_momentum_override_for_short_schedules():
     assert bns and {b.momentum for b in bns} == {0.01}
     assert set_bn_momentum(m, None) == 0 and {b.momentum for b in bns} == {0.01}
     assert set_bn_momentum(m, TrainCfg().bn_momentum) == len(bns) and {b.momentum for b in bns} == {0.1}
+
+
+def test_models_command_lists_and_refuses_what_matches_nothing(cli):
+    r = cli("models", "mobilenet*")
+    assert r.code == 0 and "mobilenet_v3_small" in r.out and "\nresnet18 " not in r.out
+    r = cli("models", "resnet81")
+    assert r.code == 2 and "no registered model matches 'resnet81'" in r.err and "resnet18" in r.err
+    assert r.err.count("\n") == 1
+    r = cli("models", "--task", "speech")
+    assert r.code == 2 and "valid are image_cls, kws" in r.err

@@ -59,8 +59,29 @@ class BenchConfig:
     def profile_obj(self) -> Profile:
         return PROFILES[self.profile]
 
+    def validate(self) -> None:
+        """Every setting is checked before any work, whatever the scenario: a bad value is never ignored."""
+        from ..runtime.kws import check_threshold
+        from .camera import parse_handoff
+
+        if self.scenario not in SCENARIOS:
+            from ..errors import did_you_mean
+
+            raise UnsupportedError(f"unknown scenario {self.scenario!r}.{did_you_mean(self.scenario, SCENARIOS)} "
+                                   f"Valid: {', '.join(SCENARIOS)}")
+        if self.profile not in PROFILES:
+            raise UnsupportedError(f"unknown profile {self.profile!r}. Valid: {', '.join(PROFILES)}")
+        parse_handoff(self.handoff)
+        for opt, v in (("--fps", self.fps), ("--duration", self.duration), ("--deadline-ms", self.deadline_ms)):
+            if v is not None and not v > 0:
+                raise UnsupportedError(f"{opt} {v:g}: must be > 0")
+        if self.replay not in REPLAYS:
+            raise UnsupportedError(f"--replay {self.replay!r}: valid are {', '.join(REPLAYS)}")
+        check_threshold(self.threshold)
+
 
 SCENARIOS = ("single_stream", "offline", "camera", "audio_stream")
+REPLAYS = ("realtime", "asfast", "both")
 
 
 def default_threads() -> int:
@@ -71,20 +92,7 @@ def bench(paths, cfg: BenchConfig) -> dict:
     """Benchmark artifacts (bundles and/or run dirs) in one run; returns the results document."""
     if not paths:
         raise DataError("no artifacts to benchmark", hint="pass bundle folders and/or a run folder")
-    if cfg.scenario not in SCENARIOS:
-        from ..errors import did_you_mean
-
-        raise UnsupportedError(f"unknown scenario {cfg.scenario!r}.{did_you_mean(cfg.scenario, SCENARIOS)} "
-                               f"Valid: {', '.join(SCENARIOS)}")
-    if cfg.profile not in PROFILES:
-        raise UnsupportedError(f"unknown profile {cfg.profile!r}. Valid: {', '.join(PROFILES)}")
-    if cfg.scenario == "camera":   # before any artifact is opened or any sample is run
-        from .camera import parse_handoff
-
-        parse_handoff(cfg.handoff)
-        if cfg.deadline_ms is not None and not cfg.deadline_ms > 0:
-            raise UnsupportedError(f"--deadline-ms {cfg.deadline_ms:g}: must be > 0 (ms after the scheduled "
-                                   f"capture time; default one frame period)")
+    cfg.validate()
     threads = cfg.threads or default_threads()
     arts = [open_artifact(p, threads=threads, allow_failed=cfg.allow_failed, device=cfg.device) for p in paths]
     _dedupe_names(arts)

@@ -66,6 +66,12 @@ class KwsModel(Model):
         return np.stack(feats).astype(np.float32)
 
 
+def check_threshold(t: float | None) -> None:
+    """A detection threshold is a smoothed posterior: 0 < t < 1 (None = the bundle's default)."""
+    if t is not None and not 0 < t < 1:
+        raise UnsupportedError(f"--threshold {t:g}: a smoothed posterior, valid is 0 < t < 1")
+
+
 class KwsDetector:
     """Posterior smoothing + threshold + refractory period over a hop-by-hop stream."""
 
@@ -73,6 +79,7 @@ class KwsDetector:
                  smooth_ms: float | None = None, threshold: float | None = None, refractory_s: float | None = None):
         if mode not in ("window", "streaming"):
             raise UnsupportedError(f"mode {mode!r}: valid are window, streaming")
+        check_threshold(threshold)
         sc = model.stream_cfg
         self.model, self.mode = model, mode
         self.hop_ms = float(hop_ms or sc.get("hop_ms", 20.0))
