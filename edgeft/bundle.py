@@ -103,6 +103,17 @@ class BundleWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def streaming_view(m: dict) -> dict:
+    """The manifest as seen by the runner of a bundle's streaming model (an FP32 graph in INT8 bundles)."""
+    sm = m["streaming_model"]
+    prec = sm.get("precision", "fp32")
+    t = dict(m.get("target") or {})
+    t.update(requires=[r for r in t.get("requires") or [] if r != "int8_full_range"], int8_weights=None,
+             qdq_flavour=None, compute_precision="f32" if prec == "fp32" else t.get("compute_precision", "f32"))
+    return {**m, "model_files": {"model": m["model_files"]["stream"]}, "precision": prec, "target": t,
+            "quantization": None}
+
+
 def describe(m: dict) -> str:
     q = m.get("quantization") or {}
     flav = f" {q.get('qdq_flavour')}" if q.get("qdq_flavour") else ""

@@ -160,6 +160,8 @@ def qat(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="QAT epochs (recipe compress.qat.epochs, else 1)"),
     lr: Optional[float] = typer.Option(None, "--lr", min=0, help="QAT LR (default train.lr / 100)"),
     flavour: Optional[str] = typer.Option(None, "--flavour", help="cpu (ORT/OpenVINO) | tensorrt (symmetric s8s8)"),
+    target: Optional[str] = typer.Option(None, "--target", help="device class the INT8 weights are for: host "
+                                         "(default) | x86-avx2 (7-bit) | x86-vnni | x86-bf16 | x86-amx | arm64"),
     calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help="samples for the PTQ init (300)"),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if val top-1 drops more (points)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="new run directory (default RUN-qat)"),
@@ -171,10 +173,12 @@ def qat(
     cfg = _compress_cfg(run, "qat")
     fl = flavour or (cfg.flavour if cfg else "cpu")
     run_qat(run, out=out, epochs=epochs if epochs is not None else (cfg.epochs if cfg else 1),
-            lr=lr or (cfg.lr if cfg else None), flavour=fl, calib_size=calib_size or (cfg.calib_size if cfg else 300),
+            lr=lr or (cfg.lr if cfg else None), flavour=fl, target=target or (cfg.target if cfg else None),
+            calib_size=calib_size or (cfg.calib_size if cfg else 300),
             max_drop=max_drop if max_drop is not None else (cfg.max_drop if cfg else None), resume=resume)
-    o = out or Path(str(run) + ("-qat" if fl == "cpu" else "-qat-trt"))
-    fmt = "openvino" if fl == "cpu" else "tensorrt"
+    trt = fl == "tensorrt" or (target or (cfg.target if cfg else None)) == "tensorrt"
+    o = out or Path(str(run) + ("-qat-trt" if trt else "-qat"))
+    fmt = "tensorrt" if trt else "openvino"
     log.next_step(f"edgeft export {o} --format {fmt} --int8", f"edgeft export {o} --format onnxruntime --int8")
 
 
@@ -184,6 +188,7 @@ def export(
     run: Path = typer.Argument(..., help="run directory (from finetune, prune or qat)"),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx | onnxruntime | openvino | tensorrt"),
     fp16: bool = typer.Option(False, "--fp16", help="FP16 precision"),
+    bf16: bool = typer.Option(False, "--bf16", help="BF16 compute (OpenVINO on CPUs with AVX512_BF16 or AMX)"),
     int8: bool = typer.Option(False, "--int8", help="INT8 (post-training quantization, or the QAT graph)"),
     calib_data: Optional[str] = typer.Option(None, "--calib-data", help="folder of calibration images "
                                              "(default: the run's train split)"),
@@ -191,17 +196,19 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="bundle folder (default RUN/bundles/FORMAT-PRECISION)"),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if val top-1 drops more (points)"),
     parity_samples: Optional[int] = typer.Option(None, "--parity-samples", min=1, help="val samples for parity (200)"),
-    target: Optional[str] = typer.Option(None, "--target", help="INT8 Q/DQ flavour for onnxruntime: cpu (u8s8) | "
-                                         "tensorrt (s8s8 symmetric)"),
+    target: Optional[str] = typer.Option(None, "--target", help="device class the bundle is for: host (this CPU, "
+                                         "default) | x86-avx2 | x86-vnni | x86-bf16 | x86-amx | arm64 | tensorrt; "
+                                         "decides the INT8 weight range, Q/DQ flavour and bf16/fp16 compute"),
     force: bool = typer.Option(False, "--force", help="replace an existing bundle"),
 ):
     """Export a run to a verified bundle: edgeft export runs/r18 --format openvino --int8"""
     from .errors import UnsupportedError
     from .stages.export import export as run_export
 
-    if fp16 and int8:
-        raise UnsupportedError("--fp16 and --int8 are mutually exclusive", hint="pick one precision per bundle")
-    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+    if fp16 + bf16 + int8 > 1:
+        given = " and ".join(f for f, on in (("--fp16", fp16), ("--bf16", bf16), ("--int8", int8)) if on)
+        raise UnsupportedError(f"{given} are mutually exclusive", hint="pick one precision per bundle")
+    precision = "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else "fp32"
     m = run_export(run, format=format, precision=precision, calib_data=calib_data, calib_size=calib_size, out=out,
                    max_drop=max_drop, parity_samples=parity_samples, target=target, force=force)
     b = out or m.get("_out") or _bundle_path(run, format, m["precision"], target)
@@ -291,18 +298,37 @@ def doctor():
     from .data.images import find_fashion_mnist
     from .utils.env import fingerprint, versions
 
+    from .targets import cpu_features, host_target, real_cpu_features
+
     fp = fingerprint()
     log.result(f"machine: {fp['cpu_model']} ({fp['cores_logical']} cores, ISA {','.join(fp['isa'])}), {fp['os']}")
+    real, pol = real_cpu_features(), cpu_features()
+    log.result(f"cpu class: {host_target(real).name} — {host_target(real).description}; features "
+               f"{', '.join(sorted(real.features)) or 'baseline'}")
+    if pol.simulated:
+        log.result(f"simulated: EDGEFT_CPU_FEATURES={pol.simulated} -> policy uses class {host_target(pol).name} "
+                   f"({', '.join(sorted(pol.features)) or 'baseline'})")
     for name, why in backends.report().items():
         log.result(f"backend {name:12s} {'ok' if why is None else 'unavailable: ' + why}")
     fm = find_fashion_mnist()
     log.result(f"Fashion-MNIST: {fm or 'not found (sudo apt-get install dataset-fashion-mnist)'}")
     import shutil
 
-    for tool in ("espeak-ng", "flite", "g++", "benchmark_app"):
-        log.result(f"tool {tool:12s} {shutil.which(tool) or 'not found'}")
+    here = str(Path(sys.executable).parent)   # tools installed into this environment (benchmark_app)
+    for tool in ("espeak-ng", "flite", "g++", "benchmark_app", "ssh"):
+        log.result(f"tool {tool:12s} {shutil.which(tool) or shutil.which(tool, path=here) or 'not found'}")
     log.result("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
-    log.result("format x precision:\n" + support_table())
+    log.result(f"format x precision on this CPU ({host_target(pol).name}; fast = native, f32 = FP16 weights computed "
+               f"in f32, 7bit = INT8 with 7-bit weights, no = refused here, – = backend not installed):\n"
+               + support_table(host_target(pol), installed=[b for b, why in backends.report().items() if why is None]))
+    if backends.report().get("openvino") is None:
+        from .bench.harness import default_threads
+        from .bench.roofline import peak_gmacs
+
+        roof = peak_gmacs(default_threads())
+        log.result(f"peak GMAC/s ({roof['gemm']} GEMM, {roof['threads']} threads): " + ", ".join(
+            f"{p} {v['gmacs']}" if v.get("gmacs") else f"{p} unavailable ({v.get('unavailable', '')})"
+            for p, v in roof["peaks"].items()))
     log.next_step("edgeft recipes")
 
 

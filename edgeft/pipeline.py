@@ -90,14 +90,19 @@ class Pipeline:
         cfg = self.r.compress.qat
         return self._child_stage(
             "qat", parent, cfg,
-            lambda d: qat(parent, out=d, epochs=cfg.epochs, lr=cfg.lr, flavour=cfg.flavour, calib_size=cfg.calib_size,
-                          max_drop=cfg.max_drop),
+            lambda d: qat(parent, out=d, epochs=cfg.epochs, lr=cfg.lr, flavour=cfg.flavour, target=cfg.target,
+                          calib_size=cfg.calib_size, max_drop=cfg.max_drop),
             lambda m: f"val top-1 {m['val_top1']:.4f} (PTQ init {m['ptq_val_top1']:.4f})")
 
     def _child_stage(self, name: str, parent: Path, cfg, run, detail) -> Path:
         """A stage derived from ``parent``'s model: cached while the parent's weights and ``cfg`` are unchanged."""
         d = self.root / name
-        h = _hash({"parent": sha256_file(parent / "model.safetensors"), "cfg": cfg.model_dump(mode="json")})
+        key = {"parent": sha256_file(parent / "model.safetensors"), "cfg": cfg.model_dump(mode="json")}
+        if name == "qat":   # the INT8 weight range depends on the target, and "host" on this machine
+            from .targets import resolve
+
+            key["target"] = resolve(cfg.target if cfg.flavour == "cpu" else "tensorrt", "onnxruntime").name
+        h = _hash(key)
         if self._cached(name, d, h):
             return d
         t = time.perf_counter()
@@ -118,17 +123,21 @@ class Pipeline:
     def export(self, fp32_run: Path, qat_run: Path | None) -> list[Path]:
         from .bundle import read_manifest
         from .stages.export import export
+        from .targets import resolve
 
         out = []
         for tgt in self.r.export.targets:
             src = qat_run if (tgt.precision == "int8" and qat_run is not None) else fp32_run
-            tag = f"{tgt.format}-{tgt.precision}" + ("-qat" if src == qat_run else "")
+            tag = f"{tgt.format}-{tgt.precision}" + ("-qat" if src == qat_run else "") + \
+                (f"-{tgt.target}" if tgt.target not in (None, "host") else "")
+            want = resolve(tgt.target, tgt.format).name if src != qat_run else None
             b = self.root / "bundles" / tag
             wsha = sha256_file(src / "model.safetensors")
             if (b / "manifest.json").is_file():
                 try:
                     m = read_manifest(b)
-                    if m["source"].get("model_sha256") == wsha and m["source"].get("recipe_hash"):
+                    same_target = want is None or (m.get("target") or {}).get("name") == want
+                    if m["source"].get("model_sha256") == wsha and m["source"].get("recipe_hash") and same_target:
                         self.rows.append((f"export {tag}", "cached" if m["status"] == "ok" else m["status"], "0s",
                                           _ex_detail(m)))
                         if m["status"] == "ok":
@@ -138,7 +147,7 @@ class Pipeline:
                     pass  # unreadable or tampered: rebuild it
             t = time.perf_counter()
             try:
-                m = export(src, format=tgt.format, precision=tgt.precision, out=b, force=True)
+                m = export(src, format=tgt.format, precision=tgt.precision, target=tgt.target, out=b, force=True)
                 self.record(f"export {tag}", "done", time.perf_counter() - t, _ex_detail(m))
                 out.append(b)
             except GateFailed as e:

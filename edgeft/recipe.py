@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError, did_you_mean
+from .targets import TARGET_NAMES
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -119,12 +120,14 @@ class TrainCfg(Section):
 
 
 Format = Literal["onnx", "onnxruntime", "openvino", "tensorrt"]
-PrecisionName = Literal["fp32", "fp16", "int8"]
+PrecisionName = Literal["fp32", "fp16", "bf16", "int8"]
+TargetName = Literal[TARGET_NAMES]  # host (this machine's CPU class), x86-avx2, x86-vnni, ... (edgeft.targets)
 
 
 class ExportTarget(Section):
     format: Format
     precision: PrecisionName = "fp32"
+    target: Optional[TargetName] = Field(None, description="device class the bundle is for (default: host)")
 
 
 class ExportCfg(Section):
@@ -155,6 +158,7 @@ class QatCfg(Section):
                            "tensorrt: symmetric s8 activations and weights (TensorRT explicit quantization)")
     calib_size: int = Field(300, gt=0)
     max_drop: Optional[float] = Field(None, ge=0)
+    target: Optional[TargetName] = Field(None, description="device class the INT8 weights are for (default: host)")
 
 
 class CompressCfg(Section):

@@ -55,13 +55,18 @@ def test_result_document(result):
     ref = next(a for a in d["artifacts"] if a["reference"])
     other = next(a for a in d["artifacts"] if not a["reference"])
     assert ref["vs_reference"]["p50_ratio"]["median"] == 1.0 and other["vs_reference"]["speedup_p50"] > 0
-    assert d["roofline"].get("gmacs", 0) > 0
-    for a in d["artifacts"]:  # the peak is an FP32 GEMM: % of peak only for FP32 artifacts
-        roof = a.get("roofline")
-        if roof:
-            assert (roof["pct_of_peak"] is not None) == (a["precision"] == "fp32"), (a["name"], roof)
+    peaks = d["roofline"]["peaks"]
+    assert peaks["f32"]["gmacs"] > 0 and peaks["int8"]["gmacs"] > 0
+    assert ("gmacs" in peaks["bf16"]) or "bf16" in peaks["bf16"]["unavailable"]
+    for a in d["artifacts"]:  # every artifact against the peak of the precision it computes in
+        roof = a["roofline"]
+        want = "int8" if a["precision"] == "int8" else "f32"
+        assert roof["peak_precision"] == want and roof["peak_gmacs"] == peaks[want]["gmacs"], (a["name"], roof)
+        assert roof["pct_of_peak"] == pytest.approx(100 * roof["achieved_gmacs"] / roof["peak_gmacs"], abs=0.1)
+        assert a["target"]["runs"] and a["target"]["name"]
     int8 = next(a for a in d["artifacts"] if a["precision"] == "int8")
-    assert int8["roofline"]["achieved_gmacs"] > 0 and int8["roofline"]["pct_of_peak"] is None
+    assert int8["target"]["runs"] == "int8 + f32" and int8["target"]["requires"] == (
+        ["int8_full_range"] if int8["target"]["name"] != "x86-avx2" else [])
 
 
 def test_json_roundtrip_markdown_and_merge(result, tmp_path):

@@ -123,14 +123,19 @@ def test_tensorrt_rules_catch_each_violation():
     assert any("data input is not produced by DequantizeLinear" in v for v in tensorrt_violations(model(conv_from_dq=False)))
 
 
-def test_qat_beats_ptq_on_a_quantization_hostile_toy(tiny_run, tmp_path):
+@pytest.mark.parametrize("target", ["x86-avx2", "x86-vnni"])
+def test_qat_beats_ptq_on_a_quantization_hostile_toy(tiny_run, tmp_path, target):
     """State of the claim: on this toy (one activation channel 30x larger than the rest, so per-tensor INT8
-    steps are coarse for the others) QAT *improves* on PTQ; by construction it never returns a model worse
-    than its PTQ start."""
+    steps are coarse for the others) QAT *improves* on PTQ with 7-bit weights (x86-avx2); with full 8-bit
+    weights (x86-vnni) PTQ already keeps most of the accuracy. By construction QAT never returns a model worse
+    than its PTQ start. The target is explicit: the weight range, not the CPU the test runs on, decides."""
     hostile = make_quant_hostile_run(tiny_run, tmp_path / "h", factor=30, shift=False)
-    m = qat(hostile, out=tmp_path / "hq", epochs=3, lr=0.003, calib_size=128)
+    m = qat(hostile, out=tmp_path / "hq", epochs=3, lr=0.003, calib_size=128, target=target)
+    assert m["target"] == target
     assert m["ptq_val_top1"] < m["val_top1_fp32_parent"]                # PTQ loses accuracy here
-    assert m["val_top1"] > m["ptq_val_top1"]                             # QAT wins it back (observed, deterministic)
+    assert m["val_top1"] >= m["ptq_val_top1"]                            # never worse than its PTQ start
+    if target == "x86-avx2":
+        assert m["val_top1"] > m["ptq_val_top1"]                         # QAT wins it back (observed, deterministic)
 
 
 def test_qat_gate_reports_the_worst_layers(tiny_run, tmp_path, cli):

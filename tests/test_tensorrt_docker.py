@@ -27,8 +27,10 @@ def test_support_table_rejects_what_tensorrt_cannot_do():
         check_supported("tensorrt", "int8", from_qat=True, qat_flavour="cpu")
     with pytest.raises(UnsupportedError, match="FP16 of it makes no sense"):
         check_supported("tensorrt", "fp16", from_qat=True, qat_flavour="tensorrt")
-    with pytest.raises(UnsupportedError, match="unknown precision 'bf16'"):
+    with pytest.raises(UnsupportedError, match="--format tensorrt does not support bf16.*use --fp16"):
         check_supported("tensorrt", "bf16")
+    with pytest.raises(UnsupportedError, match="unknown precision 'int4'"):
+        check_supported("tensorrt", "int4")
 
 
 def test_engine_stamp_refuses_a_mismatched_engine():

@@ -1,10 +1,10 @@
 """ONNX Runtime backend: FP32 ONNX as is, INT8 by static Q/DQ quantization, and a CPU/CUDA Runner.
 
-INT8 flavours (recorded in the manifest):
+INT8 flavours (recorded in the manifest), chosen by the bundle's target (:mod:`edgeft.targets`):
 
-- ``u8s8`` (target ``cpu``): uint8 asymmetric activations, int8 symmetric per-channel weights; with 7-bit
-  weights (``reduce_range``) on x86 CPUs without VNNI, where full-range u8 x s8 products saturate in the
-  AVX2 kernels and accuracy collapses (measured: DS-CNN top-1 agreement 0.06 -> 0.78).
+- ``u8s8`` (CPU targets): uint8 asymmetric activations, int8 symmetric per-channel weights; with 7-bit
+  weights (``reduce_range``) for ``x86-avx2``, where full-range u8 x s8 products saturate in the AVX2 kernels
+  and accuracy collapses (measured: DS-CNN top-1 agreement 0.06 -> 0.78).
 - ``s8s8_sym`` (target ``tensorrt``): int8 symmetric activations and weights, zero points 0 (TensorRT
   explicit quantization); much slower in ORT on AVX2 CPUs, so never the CPU default.
 """
@@ -65,11 +65,9 @@ def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[np.ndarray], opt
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ..utils.env import has_vnni
-
-    target = options.get("target", "cpu")
-    sym = target == "tensorrt"
-    reduce_range = (not sym) and not has_vnni()
+    target = options["target"]
+    sym = target.qdq_flavour == "s8s8_sym"
+    reduce_range = (not sym) and not target.int8_full_range
     input_name = options.get("input_name", "input")
     pre = out.with_name("pre.onnx")
     try:
@@ -104,9 +102,9 @@ def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[np.ndarray], opt
         extra.unlink()
     return {"quantization": {
         "method": "ptq", "tool": f"onnxruntime {version()} quantize_static", "format": "QDQ",
-        "qdq_flavour": "s8s8_sym" if sym else "u8s8", "target": target,
+        "qdq_flavour": "s8s8_sym" if sym else "u8s8", "target": target.name,
         "activations": "int8 symmetric per-tensor" if sym else "uint8 asymmetric per-tensor",
-        "weights": "int8 symmetric per-channel" + (" (7-bit range: CPU without VNNI)" if reduce_range else ""),
+        "weights": "int8 symmetric per-channel" + (f" (7-bit range: target {target.name})" if reduce_range else ""),
         "reduce_range": reduce_range, "calibration_method": options.get("calibration", "minmax")}}
 
 
@@ -141,7 +139,9 @@ class Runner(_Runner):
         used = self.sess.get_providers()
         self.info = {"backend": "onnxruntime", "version": ort.__version__, "providers": used,
                      "intra_op_threads": self.threads or "default (physical cores)",
-                     "graph_optimization": "ORT_DISABLE_ALL (exact Q/DQ)" if self.exact_qdq else "ORT_ENABLE_ALL"}
+                     "graph_optimization": "ORT_DISABLE_ALL (exact Q/DQ)" if self.exact_qdq else "ORT_ENABLE_ALL",
+                     "runs": ("int8 simulated in f32 (Q/DQ as float maths)" if self.exact_qdq else
+                              "int8 + f32" if self.manifest.get("precision") == "int8" else "f32")}
         if self.device and self.device.startswith("cuda") and used[0] != "CUDAExecutionProvider":
             self.info["fallback"] = f"asked for {self.device} but ONNX Runtime runs on {used[0]}"
 

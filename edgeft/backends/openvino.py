@@ -1,9 +1,14 @@
 """OpenVINO backend: IR via ``openvino.convert_model``, FP16 weight compression, INT8 via NNCF PTQ on the
 OpenVINO model (or straight from a QAT Q/DQ ONNX, without re-quantizing), and a latency-hinted Runner.
 
-On x86 CPUs without VNNI, NNCF's default overflow fix (first layer only) lets u8 x s8 products saturate
-in the AVX2 kernels; ``overflow_fix=ENABLE`` (7-bit weights everywhere) keeps INT8 accurate at no
-latency cost (measured: DS-CNN top-1 agreement 0.03 -> 0.84 on random inputs). The choice is recorded.
+The INT8 weight range follows the bundle's target (:mod:`edgeft.targets`): on x86 CPUs without VNNI, NNCF's
+default overflow fix (first layer only) lets u8 x s8 products saturate in the AVX2 kernels, so ``x86-avx2``
+bundles get ``overflow_fix=ENABLE`` (7-bit weights everywhere; measured: DS-CNN top-1 agreement 0.03 -> 0.84
+on random inputs, no latency cost). VNNI targets keep full 8-bit weights.
+
+The Runner pins ``INFERENCE_PRECISION_HINT`` to what the bundle claims (the CPU plugin would otherwise pick
+BF16 on AVX512_BF16/AMX CPUs and FP16 on ARM) and reads it back after compiling: a bundle whose precision
+this CPU cannot compute is refused rather than silently run in another one.
 """
 from __future__ import annotations
 
@@ -46,24 +51,30 @@ def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray
         ov.save_model(model, str(xml), compress_to_fp16=False)
         details["quantization"] = options.get("qat_quantization")
         return details
+    target = options["target"]
     if precision == "int8":
-        model, q = _nncf_ptq(model, calib, options)
+        model, q = _nncf_ptq(model, calib, target)
         details["quantization"] = q
     ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
     if precision == "fp16":
-        details["compression"] = "weights stored as FP16 (compress_to_fp16); the CPU plugin computes in its " \
-                                 "inference precision (FP32 on AVX2, BF16/FP16 where the CPU supports it)"
+        details["compression"] = (f"weights stored as FP16 (compress_to_fp16); computed in "
+                                  f"{target.compute_precision('fp16')} on {target.name} (pinned at load)")
+    elif precision == "bf16":
+        details["compression"] = "FP32 weights in the IR; the CPU plugin computes in bf16 (pinned at load)"
     return details
 
 
-def _nncf_ptq(model, calib: list[np.ndarray], options: dict):
-    from ..utils.env import has_vnni
+# what the Runner pins: the bundle's compute precision (INT8 bundles: f32 for the layers left in float)
+_HINT = {"f32": "f32", "bf16": "bf16", "f16": "f16", "int8": "f32"}
+
+
+def _nncf_ptq(model, calib: list[np.ndarray], target):
     from ..utils.log import captured
 
     with captured("nncf"):
         import nncf
 
-    vnni = has_vnni()
+    vnni = target.int8_full_range
     fix = nncf.OverflowFix.FIRST_LAYER if vnni else nncf.OverflowFix.ENABLE
     items = [b[i:i + 1] for b in calib for i in range(b.shape[0])]
     with captured("nncf.quantize"):
@@ -72,16 +83,24 @@ def _nncf_ptq(model, calib: list[np.ndarray], options: dict):
                           advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=fix))
     return q, {"method": "ptq", "tool": f"nncf {nncf.__version__} (OpenVINO backend)",
                "preset": "performance (symmetric int8 weights and activations)",
-               "overflow_fix": fix.value, "reason": "CPU has VNNI" if vnni else "AVX2 CPU without VNNI: 7-bit weights",
+               "overflow_fix": fix.value, "reason": f"target {target.name}: " + (
+                   "int8 dot products without saturation (VNNI or non-x86)" if vnni
+                   else "x86 without VNNI: 7-bit weights"),
                "format": "FakeQuantize (OpenVINO IR)", "qdq_flavour": "openvino_fq"}
 
 
 class Runner(_Runner):
-    """A compiled model with PERFORMANCE_HINT=LATENCY (1 stream) and explicit INFERENCE_NUM_THREADS."""
+    """A compiled model with PERFORMANCE_HINT=LATENCY (1 stream), explicit INFERENCE_NUM_THREADS and the
+    bundle's inference precision pinned and verified.
 
-    def __init__(self, *a, batch: int | None = None, **k):
+    ``exact_int8=True`` turns off the CPU plugin's low-precision transformations, so FakeQuantize runs as
+    float maths: the integer arithmetic of a CPU with VNNI, without the saturation of AVX2 int8 kernels
+    (slow; for checking a full-range INT8 bundle on a CPU that cannot run it natively)."""
+
+    def __init__(self, *a, batch: int | None = None, exact_int8: bool = False, **k):
         super().__init__(*a, **k)
         self.batch = batch
+        self.exact_int8 = exact_int8
 
     def _load(self) -> None:
         import openvino as ov
@@ -95,6 +114,13 @@ class Runner(_Runner):
         if self.threads:
             cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
         dev = (self.device or "CPU").upper()
+        from ..targets import bundle_compute
+
+        want = _HINT[bundle_compute(self.manifest)]
+        if dev == "CPU":
+            cfg["INFERENCE_PRECISION_HINT"] = want
+            if self.exact_int8:
+                cfg["LP_TRANSFORMS_MODE"] = "NO"   # CPU plugin property: FakeQuantize as float maths
         self.compiled = core.compile_model(model, dev, cfg)
         self.req = self.compiled.create_infer_request()
         self.info = {"backend": "openvino", "version": ov.get_version(), "device": dev,
@@ -104,6 +130,18 @@ class Runner(_Runner):
                 self.info[prop.lower()] = str(self.compiled.get_property(prop))
             except Exception:  # noqa: BLE001 - not every device reports every property
                 pass
+        if dev == "CPU":
+            got = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+            self.info["runs"] = "int8 + f32" if self.manifest.get("precision") == "int8" and got == "f32" else got
+            if self.exact_int8:
+                self.info["runs"] = "int8 simulated in f32 (low-precision transformations off)"
+            if got != want:
+                from ..errors import BundleError
+
+                raise BundleError(f"bundle {str(self.bundle_dir)!r} is {self.manifest.get('precision')} "
+                                  f"(compute {want}), but OpenVINO compiles it in {got} on this CPU: it cannot "
+                                  f"compute {want} natively", hint="use the fp32 or int8 bundle here, or run this "
+                                                                   "one on a CPU with native " + want)
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         import openvino as ov
@@ -120,3 +158,11 @@ class Runner(_Runner):
     def close(self) -> None:
         self.req = None
         self.compiled = None
+
+
+def _type_name(t) -> str:
+    s = str(t).lower()
+    for name in ("bf16", "f16", "f32"):
+        if name in s or {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[name] in s:
+            return name
+    return s

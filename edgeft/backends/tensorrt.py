@@ -199,7 +199,9 @@ def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray
         from .onnxruntime import quantize_static_qdq
 
         qdq = out_dir / "model_qdq.onnx"
-        quant = quantize_static_qdq(onnx_out, qdq, calib, {**options, "target": "tensorrt"})["quantization"]
+        from ..targets import TARGETS
+
+        quant = quantize_static_qdq(onnx_out, qdq, calib, {**options, "target": TARGETS["tensorrt"]})["quantization"]
         src, explicit = qdq, True
     logger = _logger()
     builder = trt.Builder(logger)
@@ -224,6 +226,8 @@ def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray
         profile.set_shape(inp.name, [1, *dims], [options.get("opt_batch", OPT_BATCH), *dims],
                           [options.get("max_batch", MAX_BATCH), *dims])
     config.add_optimization_profile(profile)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # Ampere+ would otherwise run "fp32" convs/GEMMs in TF32
     if precision == "fp16":
         if not builder.platform_has_fast_fp16:
             raise UnsupportedError(f"{stamp['gpu']} has no fast FP16", hint="export --format tensorrt without --fp16")
@@ -244,7 +248,7 @@ def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray
     cache_p.parent.mkdir(parents=True, exist_ok=True)
     cache_p.write_bytes(bytes(config.get_timing_cache().serialize()))
     engine = {**stamp, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(time.perf_counter() - t0, 1),
-              "precision": precision, "int8_mode": ("explicit Q/DQ" if explicit else "implicit calibration")
+              "precision": precision, "tf32": False if precision == "fp32" else None, "int8_mode": ("explicit Q/DQ" if explicit else "implicit calibration")
               if precision == "int8" else None, "profile": {"min": 1, "opt": options.get("opt_batch", OPT_BATCH),
                                                             "max": options.get("max_batch", MAX_BATCH)},
               "workspace_bytes": int(options.get("workspace", WORKSPACE)), "timing_cache": str(cache_p)}

@@ -80,6 +80,7 @@ class BundleArtifact(Artifact):
         kw = {"batch": self.batch} if self.fmt == "openvino" else {}
         self.runner = mod.Runner(self.path, self.manifest, threads=self.threads, device=self.device, **kw)
         self.runner.__enter__()
+        self.warnings = list(self.runner.warnings)
         self.load_ms = self.runner.load_ms
         self.rss_delta = rss_bytes() - r0
         return self
@@ -114,6 +115,13 @@ class BundleArtifact(Artifact):
     def runtime_info(self) -> dict:
         return dict(self.runner.info) if self.runner else {}
 
+    def target_info(self) -> dict:
+        """What the bundle was built for, what runs here, and speed-only mismatch warnings (bench table)."""
+        t = self.manifest.get("target") or {}
+        runs = (self.runner.info.get("runs") if self.runner else None) or self.compute_precision()
+        return {"name": t.get("name", "unknown (manifest before targets)"), "runs": runs,
+                "requires": t.get("requires", []), "warnings": getattr(self, "warnings", [])}
+
     def size_bytes(self) -> int:
         return sum(self.manifest["files"][f]["bytes"] for f in self.manifest["model_files"].values())
 
@@ -129,6 +137,11 @@ class BundleArtifact(Artifact):
 
     def reference_top1(self):
         return ((self.manifest.get("parity") or {}).get("accuracy") or {}).get("top1_pytorch_fp32")
+
+    def compute_precision(self) -> str:
+        from ..targets import bundle_compute
+
+        return bundle_compute(self.manifest)
 
 
 class TorchArtifact(Artifact):
@@ -227,6 +240,12 @@ class TorchArtifact(Artifact):
 
     def reference_top1(self):
         return None
+
+    def compute_precision(self) -> str:
+        return "f32"
+
+    def target_info(self) -> dict:
+        return {"name": "workstation (PyTorch eager)", "runs": "f32", "requires": [], "warnings": []}
 
 
 def open_artifact(path: str | os.PathLike, threads: int | None = None, allow_failed: bool = False,

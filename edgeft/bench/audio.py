@@ -182,7 +182,7 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof) -> 
         "detection_latency_wall_ms": summarize(wall_lat) if wall_lat else None,
         **comb, "roc": rows, "realtime_asfast_match": match, "realtime_asfast_detail": detail, "fa_claim": fa_claim,
     }
-    e = {**a.describe(), "name": f"{a.name}/{mode}", "runtime": a.runtime_info(),
+    e = {**a.describe(), "name": f"{a.name}/{mode}", "runtime": a.runtime_info(), "target": a.target_info(),
          "accuracy": {k: v for k, v in acc.items() if not k.startswith("_")}, "audio": audio,
          "latency": {"e2e": summarize(comp), "infer": summarize(inf)}, "_compute": comp.tolist()}
     e["accuracy"]["dataset"] = {"split": "test (speaker-disjoint)"}

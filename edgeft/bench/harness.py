@@ -298,7 +298,7 @@ def compliance(acc_logits: dict, perf_logged: dict, perf_idx_map, precision: str
 
 
 def _assemble(arts, results, perf, samples, cfg, prof, threads, checks, warnings) -> dict:
-    from .roofline import peak_gmacs
+    from .roofline import peak_for, peak_gmacs
 
     ref_i = next((i for i, a in enumerate(arts) if a.kind == "pytorch"), 0)
     peak = peak_gmacs(threads)
@@ -306,7 +306,7 @@ def _assemble(arts, results, perf, samples, cfg, prof, threads, checks, warnings
     offline = perf.get("offline", False)
     for i, (a, r) in enumerate(zip(arts, results)):
         acc = r["accuracy"]
-        entry = {**a.describe(), "runtime": a.runtime_info(), "load_ms": a.load_ms,
+        entry = {**a.describe(), "runtime": a.runtime_info(), "target": a.target_info(), "load_ms": a.load_ms,
                  "rss_delta_on_load_bytes": a.rss_delta}
         st = perf["state"].get(a.name) if "state" in perf else None
         entry["accuracy"] = {k: v for k, v in acc.items() if not k.startswith("_")}
@@ -328,12 +328,11 @@ def _assemble(arts, results, perf, samples, cfg, prof, threads, checks, warnings
             if macs and lat.get("infer"):
                 per = (cfg.batch if offline else 1)
                 g = macs * per / (lat["infer"]["p50"] / 1e3) / 1e9
-                # The peak is an FP32 GEMM: a percentage only means something for FP32 artifacts
-                # (an INT8 model can exceed it without being "over 100% efficient").
-                comparable = a.precision == "fp32" and peak.get("gmacs")
-                entry["roofline"] = {"macs": macs, "achieved_gmacs": round(g, 2), "peak_gmacs": peak.get("gmacs"),
-                                     "peak_precision": "fp32",
-                                     "pct_of_peak": round(100 * g / peak["gmacs"], 1) if comparable else None}
+                # against the peak of the precision the artifact computes in (an INT8 model vs the INT8 GEMM)
+                cp = a.compute_precision()
+                pk = peak_for(peak, cp)
+                entry["roofline"] = {"macs": macs, "achieved_gmacs": round(g, 2), "peak_gmacs": pk,
+                                     "peak_precision": cp, "pct_of_peak": round(100 * g / pk, 1) if pk else None}
         elif "camera" in perf:
             entry.update(perf["camera"][a.name])
         entry["validity"] = _validity(entry, a, threads, prof, cfg)

@@ -64,8 +64,10 @@ def rows(doc: dict) -> list[dict]:
         vs = a.get("vs_reference", {})
         cam = a.get("camera") or {}
         aud = a.get("audio") or {}
+        runs = (a.get("target") or {}).get("runs")
         r = {
-            "device": dev, "artifact": a["name"], "format": f"{a['format']}/{a['precision']}",
+            "device": dev, "artifact": a["name"],
+            "format": f"{a['format']}/{a['precision']}" + (f" (runs {runs})" if runs else ""),
             "top1": acc.get("top1"), "top1_ci": acc.get("top1_ci95"), "d_top1": vs.get("top1_delta_points"),
             "e2e_p50": e2e.get("p50"), "e2e_p90": e2e.get("p90"), "e2e_p99": e2e.get("p99"),
             "p99_ub99": e2e.get("p99_ub99"), "infer_p50": inf.get("p50"),
@@ -146,6 +148,7 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
                       if r["gmacs"] is not None else "–", "yes" if r["valid"] else "NO"]
             lines.append("| " + " | ".join(cells) + " |")
     warns = [w for d in docs for w in d.get("warnings", [])]
+    warns += [f"{a['name']}: {w}" for d in docs for a in d["artifacts"] for w in (a.get("target") or {}).get("warnings", [])]
     failed = [c for d in docs for c in d["validity"]["checks"] if not c["passed"]]
     if warns or failed:
         lines.append("")
@@ -154,7 +157,12 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
         for c in failed:
             lines.append(f"- check {c['name']}: {'warning' if c.get('warn_only') else 'FAILED'} ({c.get('detail', '')})")
     peak = docs[0].get("roofline") or {}
-    if peak.get("gmacs"):
+    if peak.get("peaks"):
+        got = [f"{p} {v['gmacs']}" for p, v in peak["peaks"].items() if v.get("gmacs")]
+        lines.append("")
+        lines.append(f"Peak GMAC/s per compute precision ({peak.get('gemm')} GEMM, {peak.get('threads')} threads): "
+                     f"{', '.join(got)}; each artifact's % of peak is against the peak of the precision it computes in.")
+    elif peak.get("gmacs"):
         lines.append("")
         lines.append(f"Peak: {peak['gmacs']} GMAC/s ({peak.get('gemm')} via {peak.get('runtime')}, {peak.get('threads')} threads); "
                      "% of peak is shown for FP32 artifacts only.")

@@ -22,7 +22,11 @@ from ..errors import BundleError
 
 def load(bundle: str | os.PathLike, *, threads: int | None = None, device: str | None = None, batch: int | None = None,
          allow_failed: bool = False) -> "Model":
-    """Verify the bundle's checksums and open it on its backend (use as a context manager)."""
+    """Verify the bundle's checksums and open it on its backend (use as a context manager).
+
+    Opening checks the bundle's target against this CPU (:mod:`edgeft.targets`): a bundle whose results would
+    change here (full-range INT8 without VNNI, bf16 without AVX512_BF16/AMX) is refused with what to do; one
+    that would only run slower opens with ``model.warnings``."""
     m = read_manifest(bundle)
     status = m.get("status", STATUS_OK)
     if status != STATUS_OK and not allow_failed:
@@ -70,7 +74,15 @@ class Model:
         if not self._open:
             self.runner.__enter__()
             self._open = True
+            from ..utils.log import warn
+
+            for w in self.runner.warnings:   # a target mismatch that costs speed, not results
+                warn(f"{self.path}: {w}")
         return self
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.runner.warnings)
 
     def close(self) -> None:
         if self._open:

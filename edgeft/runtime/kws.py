@@ -44,7 +44,9 @@ class KwsModel(Model):
             raise UnsupportedError(f"bundle {self.path} has no streaming model ({self.manifest['source']['model']} "
                                    f"is not streamable)", hint="use mode='window', or a ds_tcn model")
         if self.stream_runner is None:
-            m = {**self.manifest, "model_files": {"model": self.manifest["model_files"]["stream"]}}
+            from ..bundle import streaming_view
+
+            m = streaming_view(self.manifest)
             self.stream_runner = self.mod.Runner(self.path, m, threads=self.threads, device=self.device)
             self.stream_runner.__enter__()
         return self.stream_runner

@@ -25,6 +25,8 @@ import numpy as np
 from ..backends import backend_module
 from ..backends.base import check_supported
 from ..bundle import STATUS_OK, BundleWriter, describe
+from ..targets import bundle_target, check_precision
+from ..targets import resolve as resolve_target
 from ..errors import DataError, GateFailed, RunError, UnsupportedError
 from ..utils.env import versions
 from ..utils.io import sha256_bytes, sha256_file
@@ -34,12 +36,14 @@ from ..utils.log import info, result, warn
 TOLERANCE = {
     "fp32": {"max_abs_diff_rel": 1e-4, "top1_agreement_min": 0.995},
     "fp16": {"cosine_min": 0.999, "top1_agreement_min": 0.98},
+    "bf16": {"cosine_min": 0.999, "top1_agreement_min": 0.98},
     "int8": {"gate": "--max-drop on validation top-1 (points)"},
 }
 
 
 def default_out(run: Path, fmt: str, precision: str, target: str | None = None) -> Path:
-    suffix = f"-{target}" if target and target != "cpu" else ""
+    """RUN/bundles/FORMAT-PRECISION, with -TARGET when a target other than this machine's class was asked for."""
+    suffix = f"-{target}" if target and target != "host" and fmt != "tensorrt" else ""
     return Path(run) / "bundles" / f"{fmt}-{precision}{suffix}"
 
 
@@ -68,11 +72,9 @@ def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", ca
         precision = "int8"  # a QAT run *is* an int8 model; say so rather than silently exporting FP32
         info("QAT run: exporting its INT8 Q/DQ graph")
     check_supported(format, precision, from_qat=bool(qat), qat_flavour=(qat or {}).get("flavour"))
-    if target and target not in ("cpu", "tensorrt"):
-        raise UnsupportedError(f"--target {target!r}: valid targets are cpu, tensorrt")
-    if target == "tensorrt" and format != "onnxruntime":
-        raise UnsupportedError("--target tensorrt selects the symmetric s8s8 Q/DQ flavour of --format onnxruntime",
-                               hint="use --format onnxruntime --int8 --target tensorrt, or --format tensorrt")
+    tgt = _qat_target(qat, target) if qat else resolve_target(target, format)
+    check_precision(tgt, format, precision)
+    _check_verifiable(tgt, format, precision)
     backend = backend_module(format)  # BackendUnavailable before any work
     if calib_data is not None and precision == "int8" and not qat:
         _check_calib_dir(calib_data)
@@ -80,10 +82,44 @@ def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", ca
     writer = BundleWriter(out, force=force)
     try:
         return _export(run, desc, backend, writer, format, precision, calib_data, calib_size, max_drop,
-                       parity_samples, opset, target)
+                       parity_samples, opset, tgt, target)
     except BaseException:
         writer.abort()
         raise
+
+
+def _qat_target(qat: dict, asked: str | None):
+    """A QAT run's weights were trained for one target: its bundles are for that target."""
+    from ..targets import HOST, TARGETS
+
+    name = qat_target_name(qat)
+    if asked not in (None, HOST, name):
+        raise UnsupportedError(f"--target {asked}: this QAT run was trained for {name} "
+                               f"({TARGETS[name].description})",
+                               hint=f"export it without --target, or re-run `edgeft qat PARENT --target {asked}`")
+    return TARGETS[name]
+
+
+def qat_target_name(qat: dict) -> str:
+    """The target of a QAT run (runs made before targets: from the flavour and the overflow fix)."""
+    if qat.get("target"):
+        return qat["target"]
+    if qat.get("flavour") == "tensorrt":
+        return "tensorrt"
+    return "x86-avx2" if (qat.get("quantization") or {}).get("overflow_fix") == "enable" else "x86-vnni"
+
+
+def _check_verifiable(tgt, fmt: str, precision: str) -> None:
+    """bf16/f16 compute cannot be simulated: the bundle is verified on a CPU that computes it, or not built."""
+    from ..targets import _REQ, bundle_target, real_cpu_features
+
+    real = real_cpu_features()
+    for req in bundle_target(tgt, fmt, precision, None)["requires"]:
+        if req in ("bf16", "f16") and not _REQ[req][0](real):
+            raise UnsupportedError(f"a {precision} bundle for {tgt.name} is checked against PyTorch by running it, and "
+                                   f"this CPU cannot compute {req} ({real.describe()})",
+                                   hint=f"export it on an {tgt.name} machine (or bench it there with --device), or "
+                                        f"export fp32/--int8 here")
 
 
 def _check_calib_dir(d: str) -> None:
@@ -99,7 +135,7 @@ def _check_calib_dir(d: str) -> None:
 
 
 def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, max_drop, parity_samples, opset,
-            target):
+            tgt, requested):
     import torch
 
     from ..recipe import load_recipe
@@ -139,7 +175,7 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
     calib, calib_meta = None, None
     if precision == "int8" and not desc.get("qat"):
         calib, calib_meta = calibration_batches(task, recipe, data, calib_data, calib_size)
-    options = {"format": fmt, "target": target or "cpu", "input_name": "input", "from_qat": bool(desc.get("qat")),
+    options = {"format": fmt, "target": tgt, "input_name": "input", "from_qat": bool(desc.get("qat")),
                "qat_quantization": (desc.get("qat") or {}).get("quantization")}
     info(f"building {fmt}/{precision} ...")
     built = backend.build(onnx_tmp, tmp, precision, calib, options)
@@ -157,7 +193,8 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
         "edgeft_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": STATUS_OK,
         "task": recipe.task, "labels": labels, "preprocess": task.preprocess_spec(recipe),
         "inputs": [task.input_spec(recipe)], "outputs": [task.output_spec(len(labels))],
-        "format": fmt, "precision": precision, "model_files": built["model_files"],
+        "format": fmt, "precision": precision, "target": bundle_target(tgt, fmt, precision, requested),
+        "model_files": built["model_files"],
         "quantization": quant, "export": {**exp, "onnx_sha256": onnx_sha},
         "source": {"run": str(run.resolve()), "stage": desc.get("stage", "finetune"), "model": desc["name"],
                    "recipe": recipe.name, "recipe_hash": recipe.hash(), "model_sha256": sha256_file(rd.weights),
@@ -220,7 +257,7 @@ def _export_streaming(task, recipe, model, tmp: Path, backend, fmt, precision, b
     return {"file": f, "new_frames": int(new_frames), "window_frames": int(task.input_spec(recipe)["shape"][-1]),
             "inputs": ["feats", *names], "outputs": ["logits", *[n + "_out" for n in names]],
             "states": [{"name": n, "shape": list(s)} for n, s in zip(names, shapes)],
-            "precision": "fp16" if precision == "fp16" and fmt == "openvino" else "fp32",
+            "precision": precision if precision in ("fp16", "bf16") and fmt == "openvino" else "fp32",
             "note": "exact streaming form (external state, Rybakov et al. 2020): new frames + state in, logits + "
                     "state out; equals re-running the full window every hop"}
 
@@ -231,15 +268,17 @@ def streaming_parity(bundle_dir: Path, manifest: dict, model, task, recipe, data
 
     from ..backends import backend_module as bm
 
+    from ..bundle import streaming_view
+
     sm = manifest["streaming_model"]
-    m2 = {**manifest, "model_files": {"model": sm["file"]}}
+    m2 = streaming_view(manifest)
     f = int(sm["new_frames"])
     idx = np.arange(min(n, len(data.val)))
     x = task.eval_inputs(data.val, recipe, idx)            # (n, 1, n_mels, T)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     got = []
-    with bm(manifest["format"]).Runner(bundle_dir, m2) as r:
+    with bm(manifest["format"]).Runner(bundle_dir, m2, check_target=False) as r:
         for i in range(len(idx)):
             fr = x[i, 0]
             pad = (-fr.shape[1]) % f
@@ -406,21 +445,34 @@ def parity_report(bundle_dir: Path, manifest: dict, ref_model, fp32_model, task,
 
 
 def _parity_runner(manifest: dict):
-    """The runner that checks a bundle. Symmetric s8s8 Q/DQ graphs are made for TensorRT; on CPUs without
-    VNNI, ONNX Runtime's int8 kernels saturate on them, so they are checked with Q/DQ simulated in float
-    (optimizations off): the arithmetic TensorRT performs."""
+    """The runner that checks a bundle: natively when this CPU computes what the target's CPU computes, else a
+    faithful simulation. Full-range INT8 (u8s8 for VNNI CPUs, s8s8 for TensorRT) saturates in the int8 kernels
+    of x86 CPUs without VNNI, so there it is checked with Q/DQ (ONNX Runtime) or FakeQuantize (OpenVINO) run
+    as float maths: the integer arithmetic a VNNI CPU or TensorRT performs."""
     from functools import partial
 
     from ..backends import backend_module as bm
-    from ..utils.env import has_vnni
+    from ..errors import BundleError
+    from ..targets import check_bundle, real_cpu_features
 
-    q = manifest.get("quantization") or {}
-    if q.get("qdq_flavour") == "s8s8_sym" and manifest["format"] in ("onnx", "onnxruntime", "tensorrt") \
-            and not has_vnni():
+    fmt = manifest["format"]
+    real = real_cpu_features()
+    try:
+        check_bundle(manifest, "parity", feats=real)
+        return partial(bm(fmt).Runner, check_target=False), fmt
+    except BundleError as e:
+        why = f"this CPU cannot run it natively ({real.describe()})"
+        if "int8_full_range" not in manifest["target"]["requires"]:
+            raise UnsupportedError(f"cannot verify the bundle here: {e.message}") from None
+    if fmt in ("onnx", "onnxruntime"):
         from ..backends.onnxruntime import Runner
 
-        return partial(Runner, exact_qdq=True), "onnxruntime, Q/DQ simulated in float (as TensorRT computes it)"
-    return bm(manifest["format"]).Runner, manifest["format"]
+        return partial(Runner, exact_qdq=True, check_target=False), \
+            f"onnxruntime, Q/DQ simulated in float (exact int8 arithmetic; {why})"
+    from ..backends.openvino import Runner
+
+    return partial(Runner, exact_int8=True, check_target=False), \
+        f"openvino, FakeQuantize simulated in float (exact int8 arithmetic; {why})"
 
 
 def _split_top1(fn, task, recipe, split, batch: int) -> tuple[float, int]:
@@ -439,10 +491,10 @@ def _judge(par: dict, precision: str, max_drop: float | None) -> tuple[str, str 
         if par["max_abs_diff"] > lim or par["top1_agreement"] < TOLERANCE["fp32"]["top1_agreement_min"]:
             return "failed_parity", (f"FP32 max-abs-diff {par['max_abs_diff']:.2e} (limit {lim:.1e}), top-1 agreement "
                                      f"{par['top1_agreement']:.3f}")
-    elif precision == "fp16":
-        t = TOLERANCE["fp16"]
+    elif precision in ("fp16", "bf16"):
+        t = TOLERANCE[precision]
         if par["cosine_min"] < t["cosine_min"] or par["top1_agreement"] < t["top1_agreement_min"]:
-            return "failed_parity", (f"FP16 cosine min {par['cosine_min']:.5f}, top-1 agreement "
+            return "failed_parity", (f"{precision.upper()} cosine min {par['cosine_min']:.5f}, top-1 agreement "
                                      f"{par['top1_agreement']:.3f}")
     if max_drop is not None and par["accuracy"]["drop_points"] > max_drop:
         a = par["accuracy"]

@@ -14,7 +14,8 @@ quantizers by post-training quantization (``nncf.quantize``), fine-tune at a low
 Two Q/DQ flavours:
 
 - ``cpu``: NNCF's performance preset: symmetric int8 per-channel weights, per-tensor activations (uint8
-  after ReLU), 7-bit weights (overflow fix) on CPUs without VNNI. Fast and accurate on ORT/OpenVINO CPUs.
+  after ReLU); 7-bit weights (overflow fix) for ``--target x86-avx2`` (CPUs without VNNI), full 8-bit
+  weights for VNNI/AMX/ARM targets. Fast and accurate on ORT/OpenVINO CPUs.
 - ``tensorrt``: symmetric int8 activations *and* weights, zero points 0, per-channel weights on axis 0,
   full 8-bit weights: TensorRT's explicit-quantization rules. NNCF's HW config refuses signed activations
   as a quantize() option, so every activation quantizer is switched to signed after initialisation (its
@@ -39,7 +40,9 @@ from ..models.surgery import fold_batchnorm
 from ..recipe import load_recipe
 from ..rundir import MODEL_FORMAT, RunDir, load_model
 from ..tasks import get_task
-from ..utils.env import has_vnni, versions
+from ..targets import TARGETS, HOST
+from ..targets import resolve as resolve_target
+from ..utils.env import versions
 from ..utils.io import atomic_write_json, atomic_write_text, atomic_write_with, sha256_file
 from ..utils.log import captured, info, result
 from .trainer import DistCtx, evaluate, fit, load_checkpoint, open_parent, pick_device
@@ -63,7 +66,7 @@ def _calib_tensors(task, recipe, data, n: int) -> list[torch.Tensor]:
     return [torch.from_numpy(b) for b in batches]
 
 
-def build_qat_model(fp32: nn.Module, calib: list[torch.Tensor], flavour: str):
+def build_qat_model(fp32: nn.Module, calib: list[torch.Tensor], flavour: str, target: str):
     """fold BN -> nncf.quantize (PTQ init) -> flavour adjustments. Deterministic for the same inputs."""
     nncf = _nncf()
     with captured("nncf import"):
@@ -74,7 +77,8 @@ def build_qat_model(fp32: nn.Module, calib: list[torch.Tensor], flavour: str):
     if flavour == "tensorrt":
         fix = nncf.OverflowFix.DISABLE  # TensorRT computes int8 exactly: keep full 8-bit weights
     else:
-        fix = nncf.OverflowFix.FIRST_LAYER if has_vnni() else nncf.OverflowFix.ENABLE
+        full = TARGETS[target].int8_full_range
+        fix = nncf.OverflowFix.FIRST_LAYER if full else nncf.OverflowFix.ENABLE
     n = sum(int(b.shape[0]) for b in calib)
     items = [b[i:i + 1] for b in calib for i in range(b.shape[0])]
     with captured("nncf.quantize"):
@@ -86,10 +90,10 @@ def build_qat_model(fp32: nn.Module, calib: list[torch.Tensor], flavour: str):
         if isinstance(m, BaseQuantizer) and flavour == "tensorrt" and ".post_hooks." in f".{name}." and not m.signed:
             m.signed = True   # int8 symmetric activations (zero point 0): TensorRT explicit quantization
             flipped += 1
-    meta = {"method": "qat", "tool": f"nncf {nncf.__version__}", "flavour": flavour,
+    meta = {"method": "qat", "tool": f"nncf {nncf.__version__}", "flavour": flavour, "target": target,
             "qdq_flavour": "s8s8_sym" if flavour == "tensorrt" else "u8s8",
             "weights": "int8 symmetric per-channel (axis 0), zero point 0" + (
-                "" if flavour == "tensorrt" or has_vnni() else ", 7-bit range (overflow fix: CPU without VNNI)"),
+                "" if fix != nncf.OverflowFix.ENABLE else f", 7-bit range (overflow fix: target {target})"),
             "activations": "int8 symmetric per-tensor, zero point 0" if flavour == "tensorrt"
             else "per-tensor, zero point 0 (uint8 after ReLU, int8 elsewhere)",
             "overflow_fix": fix.value, "batchnorm_folded": int(getattr(model, "edgeft_folded_bn", 0)),
@@ -139,7 +143,10 @@ def load_qat_reference(rd: RunDir, desc: dict) -> nn.Module:
     recipe = load_recipe(rd.recipe)
     task = get_task(recipe.task)
     data = task.load_data(recipe)
-    q, _ = build_qat_model(fp32, _calib_tensors(task, recipe, data, desc["qat"]["calib_size"]), desc["qat"]["flavour"])
+    from .export import qat_target_name
+
+    q, _ = build_qat_model(fp32, _calib_tensors(task, recipe, data, desc["qat"]["calib_size"]), desc["qat"]["flavour"],
+                           qat_target_name(desc["qat"]))
     q.load_state_dict(load_file(str(rd.path / QAT_STATE)))
     return q.eval()
 
@@ -173,12 +180,21 @@ def layer_errors(fp: nn.Module, q: nn.Module, batches, top: int = 5) -> list[dic
     return rows[:top]
 
 
-def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str = "cpu", calib_size: int = 300,
-        max_drop: float | None = None, resume: bool = False, threads: int | None = None) -> dict:
-    """Quantization-aware training of a run (FP32 or pruned); returns metrics (also OUT/metrics.json)."""
+def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str = "cpu", target: str | None = None,
+        calib_size: int = 300, max_drop: float | None = None, resume: bool = False, threads: int | None = None) -> dict:
+    """Quantization-aware training of a run (FP32 or pruned); returns metrics (also OUT/metrics.json).
+
+    ``target`` (default: this machine's CPU class) decides the INT8 weight range; ``flavour="tensorrt"`` is
+    the same as ``target="tensorrt"``."""
     if flavour not in FLAVOURS:
         raise UnsupportedError(f"--flavour {flavour!r}: valid are {', '.join(FLAVOURS)}",
                                hint="cpu = fastest accurate INT8 on ORT/OpenVINO CPUs; tensorrt = symmetric s8s8")
+    tgt = resolve_target(target, "onnxruntime")
+    if flavour == "tensorrt" and target not in (None, HOST, "tensorrt"):
+        raise UnsupportedError(f"--flavour tensorrt with --target {target}: the tensorrt flavour is for TensorRT",
+                               hint="drop --target, or use --flavour cpu --target " + target)
+    if flavour == "tensorrt" or tgt.name == "tensorrt":
+        flavour, tgt = "tensorrt", TARGETS["tensorrt"]
     if epochs < 0:
         raise UnsupportedError(f"--epochs {epochs}: must be >= 0")
     parent, pdesc, out, recipe, task, data = open_parent(
@@ -191,8 +207,9 @@ def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str
     t0 = time.perf_counter()
     fp32_val = evaluate(fp32, task, data.val, recipe, device, num_classes=nc)["top1"]
     calib = _calib_tensors(task, recipe, data, calib_size)
-    info(f"QAT ({flavour}): folding BatchNorm, PTQ initialisation on {sum(len(b) for b in calib)} samples ...")
-    q, qmeta = build_qat_model(fp32, calib, flavour)
+    info(f"QAT ({flavour}, target {tgt.name}): folding BatchNorm, PTQ initialisation on "
+         f"{sum(len(b) for b in calib)} samples ...")
+    q, qmeta = build_qat_model(fp32, calib, flavour, tgt.name)
     ptq_val = evaluate(q, task, data.val, recipe, device, num_classes=nc)["top1"]
     info(f"FP32 val top-1 {fp32_val:.4f}; INT8 after PTQ init (fake-quant) {ptq_val:.4f}")
     out.path.mkdir(parents=True, exist_ok=True)
@@ -200,7 +217,8 @@ def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str
     out.write_labels(labels)
     desc = {"format": MODEL_FORMAT, "name": pdesc["name"], "num_classes": nc, "kwargs": pdesc.get("kwargs", {}),
             "stage": "qat", "pruned": pdesc.get("pruned"),
-            "qat": {"onnx": QDQ_ONNX, "flavour": flavour, "calib_size": calib_size, "quantization": qmeta,
+            "qat": {"onnx": QDQ_ONNX, "flavour": flavour, "target": tgt.name, "calib_size": calib_size,
+                    "quantization": qmeta,
                     "parent": {"run": str(parent.path.resolve()), "model_sha256": sha256_file(parent.weights)}}}
 
     def save_state(model: nn.Module) -> None:
@@ -221,7 +239,7 @@ def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str
         res = fit(q, task, r2, data, rd=out, ctx=DistCtx(), device=device, epochs=epochs, lr=lr,
                   model_name=pdesc["name"], num_classes=nc, resume=ck, stage="qat", save_fn=save_state)
         if res.best.get("val_top1", -1) < ptq_val:  # QAT never returns something worse than its PTQ start
-            q2, _ = build_qat_model(fp32, calib, flavour)
+            q2, _ = build_qat_model(fp32, calib, flavour, tgt.name)
             save_state(q2)
     from safetensors.torch import load_file
 
@@ -239,7 +257,8 @@ def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str
     val = evaluate(q, task, data.val, recipe, device, num_classes=nc)
     test = evaluate(q, task, data.test, recipe, device, num_classes=nc) if data.test is not None else None
     drop = (fp32_val - val["top1"]) * 100
-    metrics = {"status": "complete", "stage": "qat", "flavour": flavour, "parent": str(parent.path),
+    metrics = {"status": "complete", "stage": "qat", "flavour": flavour, "target": tgt.name,
+               "parent": str(parent.path),
                "val_top1": val["top1"], "val_top5": val["top5"], "val_top1_ci95": val["top1_ci95"],
                "val_loss": val["loss"], "val_top1_fp32_parent": fp32_val, "ptq_val_top1": ptq_val,
                "drop_points": round(drop, 3), "qat_gain_points": round((val["top1"] - ptq_val) * 100, 3),

@@ -41,11 +41,6 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def has_vnni() -> bool:
-    f = cpu_flags()
-    return bool({"avx512_vnni", "avx_vnni", "avx_vnni_int8", "amx_int8"} & f)
-
-
 def governors() -> list[str]:
     govs = []
     base = Path("/sys/devices/system/cpu")
@@ -71,6 +66,9 @@ def fingerprint() -> dict:
     """What a benchmark number depends on: CPU, cores, governor, OS, accelerators."""
     import psutil
 
+    from ..targets import cpu_features, host_target, real_cpu_features
+
+    real, pol = real_cpu_features(), cpu_features()
     fp = {
         "hostname": platform.node(),
         "cpu_model": cpu_model(),
@@ -80,7 +78,9 @@ def fingerprint() -> dict:
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "governor": governors() or None,
         "isa": sorted(f for f in cpu_flags() if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
-                                                     "avx512_bf16", "fma", "neon", "asimd"}),
+                                                     "amx_bf16", "avx512_bf16", "avx512_fp16", "fma", "neon",
+                                                     "asimd"}),
+        "cpu_features": sorted(real.features), "cpu_class": host_target(real).name,
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "kernel": platform.release(),
         "os": _os_name(),
@@ -91,6 +91,9 @@ def fingerprint() -> dict:
             fp["cpu_freq_mhz"] = {"current": round(freq.current), "min": round(freq.min), "max": round(freq.max)}
     except Exception:  # noqa: BLE001 - not available in many VMs
         pass
+    if pol.simulated:
+        fp["simulated_cpu_features"] = {"env": pol.simulated, "features": sorted(pol.features),
+                                        "class": host_target(pol).name}
     fp["accelerator"] = _nvidia_gpu()
     return fp
 
