@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Fine-tune, compress, export and honestly benchmark vision and speech models for the edge.")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare data: export built-in sets to folders, make test media.")
 app.add_typer(data_app, name="data")
+devices_app = typer.Typer(no_args_is_help=True, help="Devices to bench on over SSH: edgeft devices add NAME ssh://USER@HOST")
+app.add_typer(devices_app, name="devices")
 
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set train.lr=0.01 (repeatable)")
 
@@ -357,6 +359,8 @@ def bench(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="audio_stream: detection threshold"),
     allow_failed: bool = typer.Option(False, "--allow-failed", help="include bundles marked failed by a gate"),
     allow_dvfs: bool = typer.Option(False, "--allow-dvfs", help="allow --profile report without the performance governor"),
+    device: Optional[List[str]] = typer.Option(None, "--device", help="run on a device over SSH: ssh://USER@HOST[:PORT] "
+                                               "or a name from `edgeft devices list` (repeatable: in parallel)"),
 ):
     """Accuracy + latency of several artifacts in one interleaved run: edgeft bench RUN BUNDLE... --data DIR"""
     from .bench.harness import BenchConfig, bench as run_bench
@@ -369,6 +373,8 @@ def bench(
                       batch=batch, data_limit=data_limit, fps=fps, duration=duration, handoff=handoff, source=source,
                       deadline_ms=deadline_ms, stream=stream, replay=replay, threshold=threshold,
                       allow_failed=allow_failed, allow_dvfs=allow_dvfs, command="edgeft " + " ".join(sys.argv[1:]))
+    if device:
+        return _bench_devices(artifacts, cfg, device, out, json_out, md_out)
     doc = run_bench([str(a) for a in artifacts], cfg)
     o = out or Path("runs") / "bench" / doc["run_id"].replace(":", "")
     jp = json_out or o / "result.json"
@@ -382,6 +388,41 @@ def bench(
     log.result(markdown([doc]))
     log.result(f"results: {jp}" + (f"; plots: {', '.join(str(p) for p in made)}" if made else ""))
     log.next_step(f"edgeft report {jp} OTHER_MACHINE.json  (one table across machines)")
+
+
+def _bench_devices(artifacts, cfg, devices, out, json_out, md_out) -> None:
+    """`bench --device`: the same bench on each device (in parallel), results copied back, one merged table."""
+    import time as _time
+
+    from .bench.report import markdown, save_markdown
+    from .errors import UnsupportedError
+    from .remote import bench_remote
+
+    if json_out:
+        raise UnsupportedError("--json with --device: each device writes OUT/<device>/result.json",
+                               hint="use --out DIR")
+    cfg.validate()
+    o = out or Path("runs") / "bench" / (_time.strftime("%Y-%m-%dT%H%M%SZ", _time.gmtime()) + "-devices")
+    _check_writable(o)
+    docs = bench_remote([str(a) for a in artifacts], cfg, list(devices), o)
+    for d in docs:
+        save_markdown([d], o / d["remote"]["device"] / "result.md")
+    save_markdown(docs, md_out or o / "result.md")
+    log.result(markdown(docs))
+    log.result("results: " + ", ".join(str(o / d["remote"]["device"] / "result.json") for d in docs))
+    log.next_step(f"edgeft report {' '.join(str(o / d['remote']['device'] / 'result.json') for d in docs)} "
+                  f"LOCAL.json  (one table across machines)")
+
+
+def _check_writable(d: Path) -> None:
+    from .errors import DataError
+
+    p = Path(d)
+    while not p.exists():
+        p = p.parent
+    if not os.access(p, os.W_OK):
+        raise DataError(f"cannot write results under {str(d)!r} ({str(p)!r} is not writable)",
+                        hint="pass --out to a writable folder")
 
 
 def _default_data(artifacts) -> str:
@@ -606,6 +647,62 @@ def recipes():
     for n in list_recipes():
         log.result(f"{n:36s} {REPO_RECIPES / (n + '.yaml')}")
     log.next_step("edgeft finetune --recipe image_cls/default --out runs/default")
+
+
+# ------------------------------------------------------------------------------------------ devices
+@devices_app.command("add")
+def devices_add(name: str = typer.Argument(..., help="a short name, e.g. jetson"),
+                url: str = typer.Argument(..., help="ssh://USER@HOST[:PORT]"),
+                identity: Optional[str] = typer.Option(None, "--identity", help="private key file"),
+                known_hosts: Optional[str] = typer.Option(None, "--known-hosts", help="known_hosts file"),
+                python: Optional[str] = typer.Option(None, "--python", help="Python on the device (default python3)"),
+                workdir: Optional[str] = typer.Option(None, "--workdir", help="work folder on the device "
+                                                      "(default ~/.cache/edgeft-device)"),
+                force: bool = typer.Option(False, "--force", help="replace a device of the same name")):
+    """Remember a device: edgeft devices add jetson ssh://ubuntu@192.168.1.20"""
+    from .remote import _devices_file, add_device
+
+    d = add_device(name, url, identity=identity, known_hosts=known_hosts, python=python, workdir=workdir, force=force)
+    log.result(f"device {d.name}: {d.url} (saved in {_devices_file()})")
+    log.next_step(f"edgeft devices check {d.name}", f"edgeft bench BUNDLE... --device {d.name}")
+
+
+@devices_app.command("list")
+def devices_list():
+    """The devices `edgeft bench --device NAME` knows."""
+    from .remote import load_devices
+
+    devs = load_devices()
+    for d in devs.values():
+        extra = ", ".join(f"{k} {v}" for k, v in (("python", d.python), ("workdir", d.workdir),
+                                                    ("identity", d.identity)) if v)
+        log.result(f"{d.name:16s} {d.url}" + (f"  ({extra})" if extra else ""))
+    if not devs:
+        log.result("no devices yet")
+    log.next_step("edgeft devices add NAME ssh://USER@HOST[:PORT]")
+
+
+@devices_app.command("remove")
+def devices_remove(name: str = typer.Argument(...)):
+    """Forget a device (nothing on the device is touched)."""
+    from .remote import remove_device
+
+    d = remove_device(name)
+    log.result(f"removed device {d.name} ({d.url})")
+
+
+@devices_app.command("check")
+def devices_check(device: str = typer.Argument(..., help="a device name or ssh://USER@HOST[:PORT]")):
+    """Connect and report what the device has: Python, platform, runtimes (torch should be absent)."""
+    from .remote import check
+
+    r = check(device)
+    log.result(f"{r['device']} ({r['url']}): {r['cpu']}, {r['machine']}, Python {'.'.join(map(str, r['python']))} "
+               f"at {r['executable']}")
+    missing = [m for m in r["missing"] if m != "torch"]
+    log.result(f"runtime packages: {'all present' if not missing else 'missing ' + ', '.join(missing) + ' (bench --device makes an environment from wheels copied from here)'}; "
+               f"torch {'absent' if 'torch' in r['missing'] else 'present'}")
+    log.next_step(f"edgeft bench BUNDLE... --device {device}")
 
 
 # ------------------------------------------------------------------------------------------- main

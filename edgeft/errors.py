@@ -52,6 +52,10 @@ class GateFailed(EdgeftError):
     """An accuracy gate (--max-drop) failed; the artifacts are kept but marked failed."""
 
 
+class DeviceError(EdgeftError):
+    """A remote device cannot be reached, refused us, or lacks what the bench needs."""
+
+
 class RunError(EdgeftError):
     """A run directory is missing, incomplete, or incompatible with the request."""
 

@@ -12,7 +12,8 @@ EXTRAS="full"
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---- system packages: real offline data + TTS for the keyword-spotting set + a C++ compiler for NNCF
-APT_PKGS=(dataset-fashion-mnist espeak-ng flite sox pocketsphinx-testdata klettres-data g++)
+#      + OpenSSH (bench on a device; the tests run a real sshd on 127.0.0.1)
+APT_PKGS=(dataset-fashion-mnist espeak-ng flite sox pocketsphinx-testdata klettres-data g++ openssh-client openssh-server)
 missing=()
 [[ -d /usr/share/datasets/fashion-mnist ]] || missing+=(dataset-fashion-mnist)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
@@ -21,6 +22,8 @@ command -v sox >/dev/null || missing+=(sox)
 [[ -d /usr/share/pocketsphinx/test/data ]] || missing+=(pocketsphinx-testdata)
 [[ -d /usr/share/klettres ]] || missing+=(klettres-data)
 command -v g++ >/dev/null || missing+=(g++)
+command -v ssh >/dev/null || missing+=(openssh-client)        # edgeft bench --device ssh://...
+[[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)          # the tests' device on 127.0.0.1
 if ((${#missing[@]})); then
   if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
     say "apt-get install ${missing[*]}"

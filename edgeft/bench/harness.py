@@ -13,6 +13,7 @@ run (MLPerf TEST01-style); validity checks; results.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -356,7 +357,8 @@ def _assemble(arts, results, perf, samples, cfg, prof, threads, checks, warnings
                      "interleaved": cfg.scenario != "camera", "round_order": perf.get("order"),
                      "sample_seed": cfg.seed, "perf_samples": cfg.perf_samples, "percentile_method": "nearest_rank",
                      "timed_region": "pipeline (pre + infer + post; decode untimed)", "threads": threads},
-        "device": fingerprint(), "software": versions(), "roofline": peak,
+        "device": fingerprint(), "software": {**versions(), "torch_imported": "torch" in sys.modules},
+        "roofline": peak,
         "data": {"name": samples.name, "n": len(samples), "sha256": samples.sha256},
         "artifacts": out_arts, "reference": ref["name"],
         "memory": {"process_peak_rss_bytes": peak_rss_bytes()},

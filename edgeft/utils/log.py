@@ -1,4 +1,7 @@
-"""Console output: logs and progress on stderr, results on stdout; ``--quiet`` silences progress."""
+"""Console output: logs and progress on stderr, results on stdout; ``--quiet`` silences progress.
+
+Messages are plain text, never rich markup: they carry user data (file names, labels, paths), and a name such as
+``[bold]x.png`` or ``a[/b].png`` must print as itself (only edgeft's own prefixes are styled)."""
 from __future__ import annotations
 
 import contextlib
@@ -21,24 +24,30 @@ def quiet() -> bool:
     return _state["quiet"]
 
 
+def _styled(prefix: str, style: str, msg: str):
+    from rich.text import Text
+
+    return Text.assemble((prefix, style), str(msg))
+
+
 def info(msg: str) -> None:
     if not _state["quiet"]:
-        err.print(msg)
+        err.print(str(msg), markup=False)
 
 
 def warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {msg}")
+    err.print(_styled("warning: ", "yellow", msg))
 
 
 def result(msg: str) -> None:
     """Results always print (to stdout), quiet or not."""
-    out.print(msg)
+    out.print(str(msg), markup=False)
 
 
 def next_step(*commands: str) -> None:
     """Print the next useful command(s): every command ends with this."""
     for c in commands:
-        out.print(f"[bold]Next:[/bold] {c}")
+        out.print(_styled("Next: ", "bold", c))
 
 
 class _NullProgress:
@@ -98,7 +107,7 @@ def captured(label: str = "") -> Iterator[None]:
     except BaseException:
         text = buf.getvalue().strip()
         if text:
-            err.print(f"[dim]{label} output:\n{text[-4000:]}[/dim]", markup=True)
+            err.print(_styled("", "dim", f"{label} output:\n{text[-4000:]}"))
         raise
     finally:
         root.removeHandler(handler)
