@@ -25,6 +25,18 @@ devices_app = typer.Typer(no_args_is_help=True, help="Devices to bench on over S
 app.add_typer(devices_app, name="devices")
 
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set train.lr=0.01 (repeatable)")
+TrustOpt = typer.Option(None, "--trust", help="trusted ed25519 public key (repeatable): only bundles signed by one "
+                                              "of them are accepted (also EDGEFT_TRUSTED_KEYS, "
+                                              "~/.config/edgeft/trusted_keys/*.pub)")
+
+
+def _trust(keys):
+    """--trust KEY.pub: read now (one line if unreadable), honoured by every bundle load inside the block."""
+    import contextlib
+
+    from .bundle import trusting
+
+    return trusting(keys) if keys else contextlib.nullcontext()
 
 
 def _version(v: bool):
@@ -201,7 +213,9 @@ def export(
     target: Optional[str] = typer.Option(None, "--target", help="device class the bundle is for: host (this CPU, "
                                          "default) | x86-avx2 | x86-vnni | x86-bf16 | x86-amx | arm64 | tensorrt; "
                                          "decides the INT8 weight range, Q/DQ flavour and bf16/fp16 compute"),
-    force: bool = typer.Option(False, "--force", help="replace an existing bundle"),
+    force: bool = typer.Option(False, "--force", help="replace an existing bundle (never anything else)"),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="ed25519 private key: sign the manifest "
+                                            "(edgeft keygen, or ssh-keygen -t ed25519)"),
 ):
     """Export a run to a verified bundle: edgeft export runs/r18 --format openvino --int8"""
     from .errors import UnsupportedError
@@ -212,7 +226,8 @@ def export(
         raise UnsupportedError(f"{given} are mutually exclusive", hint="pick one precision per bundle")
     precision = "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else "fp32"
     m = run_export(run, format=format, precision=precision, calib_data=calib_data, calib_size=calib_size, out=out,
-                   max_drop=max_drop, parity_samples=parity_samples, target=target, force=force)
+                   max_drop=max_drop, parity_samples=parity_samples, target=target, force=force,
+                   sign_key=str(sign_key) if sign_key else None)
     b = out or m.get("_out") or _bundle_path(run, format, m["precision"], target)
     log.next_step(f"edgeft predict {b} <IMAGE>...", f"edgeft bench {run} {b} {_data_opt(run)}")
 
@@ -249,6 +264,56 @@ def build(bundle: Path = typer.Argument(..., help="a TensorRT bundle (format ten
     log.next_step(f"edgeft bench {bundle} {_data_opt(bundle)}")
 
 
+@app.command()
+def keygen(out: Path = typer.Option(..., "--out", "-o", help="private key file to write (KEY; KEY.pub beside it)"),
+           force: bool = typer.Option(False, "--force", help="overwrite an existing key")):
+    """Make an ed25519 key pair for signing bundles: edgeft keygen --out ~/.config/edgeft/signing.key"""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from .bundle import _raw_public, key_id
+    from .errors import DataError
+    from .utils.io import atomic_write_bytes
+
+    pub_path = Path(str(out) + ".pub")
+    for p in (out, pub_path):
+        if p.exists() and not force:
+            raise DataError(f"{str(p)!r} already exists", hint="pass --force to overwrite it, or another --out")
+    k = Ed25519PrivateKey.generate()
+    priv = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pub = k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    old = os.umask(0o077)
+    try:
+        atomic_write_bytes(out, priv)
+    finally:
+        os.umask(old)
+    os.chmod(out, 0o600)
+    atomic_write_bytes(pub_path, pub)
+    log.result(f"wrote {out} (private, keep it safe) and {pub_path}; key id {key_id(_raw_public(k.public_key()))}")
+    log.next_step(f"edgeft export RUN --format openvino --int8 --sign-key {out}",
+                  f"edgeft predict BUNDLE IMAGE --trust {pub_path}")
+
+
+@app.command()
+def sign(bundle: Path = typer.Argument(..., help="bundle folder to sign"),
+         key: Path = typer.Option(..., "--key", help="ed25519 private key (edgeft keygen / ssh-keygen -t ed25519)")):
+    """Sign a bundle's manifest (and through it every file's checksum): edgeft sign BUNDLE --key KEY"""
+    from .bundle import FolderLock, load_private_key, read_manifest, write_manifest
+
+    k = load_private_key(key)
+    read_manifest(bundle, trust={})   # a clear error for a missing or broken bundle before taking its lock
+    lock = FolderLock(bundle)
+    lock.acquire()
+    try:
+        m = read_manifest(bundle, trust={})     # its files and digest must verify before we vouch for them
+        m = write_manifest(bundle, m, sign_key=k, files=m["files"])   # exactly the table that was verified
+    finally:
+        lock.release()
+    sig = m["integrity"]["signature"]
+    log.result(f"signed {bundle} with key {sig['key_id']}")
+    log.next_step(f"edgeft predict {bundle} IMAGE --trust {key}.pub")
+
+
 # ------------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
@@ -258,8 +323,15 @@ def predict(
     json_out: bool = typer.Option(False, "--json", help="machine-readable output"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     allow_failed: bool = typer.Option(False, "--allow-failed", help="use a bundle marked failed by its gate"),
+    trust: Optional[List[Path]] = TrustOpt,
 ):
     """Classify images (or audio clips) with a bundle, torch-free: edgeft predict BUNDLE img.png"""
+    args = {k: v for k, v in locals().items() if k != "trust"}
+    with _trust(trust):
+        _predict_body(**args)
+
+
+def _predict_body(bundle, inputs, top_k, json_out, threads, allow_failed):
     import json as _json
 
     from . import runtime
@@ -277,18 +349,25 @@ def predict(
     if not files:
         raise DataError(f"no images found in {', '.join(map(str, inputs))}")
     with runtime.load(bundle, threads=threads, allow_failed=allow_failed) as model:
-        preds = []
+        preds, skipped = [], []
         for f in files:
             try:
-                preds.append(model.predict([f], top_k=top_k)[0])
-            except (OSError, ValueError) as e:
-                raise DataError(f"cannot read {str(f)!r}: {type(e).__name__}: {e}") from None
+                preds.append((f, model.predict([f], top_k=top_k)[0]))
+            except DataError as e:      # unreadable input (corrupt, bomb, truncated wav): skipped and counted
+                skipped.append((f, e.message))
+    if not preds:
+        raise DataError(f"none of the {len(files)} input(s) could be read: {skipped[0][1]}",
+                        hint="pass readable images (or .wav clips for keyword spotting)")
     if json_out:
         log.result(_json.dumps([{"input": str(f), "top": [{"label": l, "prob": round(p, 6)} for l, p in pr]}
-                                for f, pr in zip(files, preds)], indent=1))
+                                for f, pr in preds] + [{"input": str(f), "error": why} for f, why in skipped],
+                               indent=1))
     else:
-        for f, pr in zip(files, preds):
+        for f, pr in preds:
             log.result(f"{f}: " + ", ".join(f"{l} {p:.3f}" for l, p in pr))
+    if skipped:
+        log.warn(f"skipped {len(skipped)} unreadable input(s): " + "; ".join(why for _, why in skipped[:3]))
+    if not json_out:
         log.next_step(f"edgeft bench {bundle} {_data_opt(bundle)}")
 
 
@@ -361,8 +440,16 @@ def bench(
     allow_dvfs: bool = typer.Option(False, "--allow-dvfs", help="allow --profile report without the performance governor"),
     device: Optional[List[str]] = typer.Option(None, "--device", help="run on a device over SSH: ssh://USER@HOST[:PORT] "
                                                "or a name from `edgeft devices list` (repeatable: in parallel)"),
+    trust: Optional[List[Path]] = TrustOpt,
 ):
     """Accuracy + latency of several artifacts in one interleaved run: edgeft bench RUN BUNDLE... --data DIR"""
+    args = {k: v for k, v in locals().items() if k != "trust"}
+    with _trust(trust):
+        _bench_body(**args)
+
+
+def _bench_body(artifacts, data, scenario, profile, threads, out, json_out, md_out, plots_dir, batch, data_limit, fps,
+                duration, handoff, source, deadline_ms, stream, replay, threshold, allow_failed, allow_dvfs, device):
     from .bench.harness import BenchConfig, bench as run_bench
     from .bench.report import markdown, plots, save_json, save_markdown
     from .errors import DataError
@@ -375,6 +462,9 @@ def bench(
                       allow_failed=allow_failed, allow_dvfs=allow_dvfs, command="edgeft " + " ".join(sys.argv[1:]))
     if device:
         return _bench_devices(artifacts, cfg, device, out, json_out, md_out)
+    for where in (out or Path("runs") / "bench", json_out, md_out, plots_dir):
+        if where is not None:
+            _check_writable(where)
     doc = run_bench([str(a) for a in artifacts], cfg)
     o = out or Path("runs") / "bench" / doc["run_id"].replace(":", "")
     jp = json_out or o / "result.json"
@@ -415,14 +505,25 @@ def _bench_devices(artifacts, cfg, devices, out, json_out, md_out) -> None:
 
 
 def _check_writable(d: Path) -> None:
+    """Results must have somewhere to go before minutes of benchmarking: try a file in the nearest existing folder
+    (os.access says yes to root on read-only or special file systems)."""
+    import tempfile
+
     from .errors import DataError
 
-    p = Path(d)
-    while not p.exists():
+    p = Path(d).absolute()
+    while not p.exists() and p != p.parent:
         p = p.parent
-    if not os.access(p, os.W_OK):
-        raise DataError(f"cannot write results under {str(d)!r} ({str(p)!r} is not writable)",
-                        hint="pass --out to a writable folder")
+    try:
+        if not p.is_dir():
+            raise NotADirectoryError(f"{p} is not a folder")
+        fd, tmp = tempfile.mkstemp(prefix=".edgeft-write-test-", dir=p)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise DataError(f"cannot write results under {str(d)!r}: {str(p)!r} is not writable "
+                        f"({e.strerror or e})", hint="pass --out DIR on a writable disk (checked before any work)") \
+            from None
 
 
 def _default_data(artifacts) -> str:
@@ -706,10 +807,15 @@ def devices_check(device: str = typer.Argument(..., help="a device name or ssh:/
 
 
 # ------------------------------------------------------------------------------------------- main
+INTERRUPTED = "interrupted: nothing half-written was kept (finished outputs are untouched)\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors and edgeft's own errors both become one line + exit 2."""
     try:
         rc = app(args=argv, prog_name="edgeft", standalone_mode=False)
+        if rc == 130:   # typer turns Ctrl-C into a return code of 130 before our handlers could see it
+            sys.stderr.write(INTERRUPTED)
         sys.exit(rc if isinstance(rc, int) else 0)
     except typer.TyperException as e:  # typer's command-line errors (its vendored click's UsageError etc.)
         usage = hasattr(e, "ctx") and type(e).__name__ != "NoArgsIsHelpError"  # `edgeft` alone: show the help
@@ -720,7 +826,7 @@ def main(argv: list[str] | None = None) -> None:
             e.show()
         sys.exit(getattr(e, "exit_code", 2))
     except typer.Abort:
-        sys.stderr.write("interrupted\n")
+        sys.stderr.write(INTERRUPTED)
         sys.exit(130)
     except EdgeftError as e:
         sys.stderr.write(f"error: {e.one_line()}\n")
@@ -730,5 +836,13 @@ def main(argv: list[str] | None = None) -> None:
                          f"continue with: {e.resume_cmd}\n")
         sys.exit(130)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        sys.stderr.write(INTERRUPTED)
         sys.exit(130)
+    except Exception as e:  # a full or read-only disk is the user's to fix; anything else is a bug (traceback)
+        from .utils.io import disk_error
+
+        de = disk_error(e)
+        if de is None:
+            raise
+        sys.stderr.write(f"error: {de.one_line()}\n")
+        sys.exit(de.exit_code)

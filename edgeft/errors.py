@@ -56,6 +56,10 @@ class DeviceError(EdgeftError):
     """A remote device cannot be reached, refused us, or lacks what the bench needs."""
 
 
+class DiskError(EdgeftError):
+    """Writing an output failed: the disk is full, a quota or size limit was hit, or it is read-only."""
+
+
 class RunError(EdgeftError):
     """A run directory is missing, incomplete, or incompatible with the request."""
 

@@ -36,21 +36,24 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import DataError, DeviceError, UnsupportedError, did_you_mean
-from .utils.io import atomic_write_json, sha256_bytes, sha256_file
-from .utils.log import info, warn
+from .errors import DataError, DeviceError, EdgeftError, UnsupportedError, did_you_mean
+from .utils.env import config_dir
+from .utils.io import atomic_write_json, build_once, cache_dir, sha256_bytes, sha256_file
+from .utils.log import info
 
 DEFAULT_WORKDIR = ".cache/edgeft-device"   # relative to the login folder on the device
 CONNECT_TIMEOUT_S = 10
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _URL_RE = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>\d+))?/?$")
 # what the device needs per bundle format (import names), beyond edgeft's base dependencies
-_BASE_MODULES = ("numpy", "PIL", "pydantic", "typer", "rich", "yaml", "psutil")
-_FORMAT_MODULES = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+_BASE_MODULES = ("numpy", "PIL", "pydantic", "typer", "rich", "yaml", "psutil", "cryptography")
+_SUBDIRS = ("lib", "bundles", "data", "files", "wheels")   # what edgeft writes in the work folder
+STALE_PART_MIN = 120   # a .part folder untouched this long is an interrupted copy (never a running one)
 
 
 # ----------------------------------------------------------------------------------------- devices
@@ -86,11 +89,18 @@ class Device:
         argv = [os.environ.get("EDGEFT_SSH", "ssh"), "-p", str(self.port), "-o", "BatchMode=yes",
                 "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
                 "-o", "ServerAliveInterval=15", "-o", "LogLevel=ERROR"]
-        if self.identity:
-            argv += ["-i", str(Path(self.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
+        if self.identity:   # ssh expands %-tokens in these paths: escape them; quote the config value
+            argv += ["-i", _pct(Path(self.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
         if self.known_hosts:
-            argv += ["-o", f"UserKnownHostsFile={Path(self.known_hosts).expanduser()}"]
-        return argv + [self.target(), command]
+            argv += ["-o", f'UserKnownHostsFile="{_pct(Path(self.known_hosts).expanduser())}"']
+        return argv + ["--", self.target(), command]   # "--": a host can never be read as an option
+
+
+def _pct(p: Path) -> str:
+    s = str(p)
+    if '"' in s:
+        raise DataError(f"path {s!r} contains a double quote, which ssh cannot take", hint="rename the file")
+    return s.replace("%", "%%")
 
 
 def parse_url(url: str) -> tuple[str | None, str, int]:
@@ -100,13 +110,13 @@ def parse_url(url: str) -> tuple[str | None, str, int]:
                         hint="use ssh://USER@HOST[:PORT], or a name from `edgeft devices list` "
                              "(add one with `edgeft devices add NAME ssh://USER@HOST`)")
     port = int(m.group("port") or 22)
+    user, host = m.group("user"), m.group("host").strip("[]")
+    if (user or "").startswith("-") or host.startswith("-"):
+        raise DataError(f"device {url!r}: a user or host name cannot start with '-'",
+                        hint="use ssh://USER@HOST[:PORT] with the device's real user and address")
     if not 1 <= port <= 65535:
         raise DataError(f"device {url!r}: port {port} is out of range", hint="ports are 1-65535")
-    return m.group("user"), m.group("host").strip("[]"), port
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get("EDGEFT_CONFIG_DIR") or Path.home() / ".config" / "edgeft")
+    return user, host, port
 
 
 def _devices_file() -> Path:
@@ -173,8 +183,9 @@ def resolve_device(spec: str) -> Device:
 
 
 # --------------------------------------------------------------------------------------- transport
-def ssh(dev: Device, command: str, *, stdin=None, timeout: float | None = 600, what: str = "") -> bytes:
-    """Run ``command`` (POSIX sh) on the device; its stdout, or DeviceError with the reason in one line."""
+def ssh(dev: Device, command: str, *, stdin=None, timeout: float | None = 600, what: str = "", check: bool = True):
+    """Run ``command`` (POSIX sh) on the device; its stdout, or DeviceError with the reason in one line
+    (``check=False``: the CompletedProcess, for a caller that reads the remote error itself)."""
     argv = dev.ssh_argv(command)
     try:
         p = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
@@ -184,6 +195,8 @@ def ssh(dev: Device, command: str, *, stdin=None, timeout: float | None = 600, w
     except subprocess.TimeoutExpired:
         raise DeviceError(f"{dev.name}: {what or 'command'} did not finish within {timeout:.0f}s",
                           hint="check the device is responsive (`edgeft devices check NAME`)") from None
+    if not check:
+        return p
     if p.returncode != 0:
         err = p.stderr.decode(errors="replace")
         if stdin is not None and p.returncode != 255:
@@ -246,7 +259,9 @@ print(json.dumps({"python": list(sys.version_info[:3]), "executable": sys.execut
 
 def probe(dev: Device, modules: list[str], python: str | None = None) -> dict:
     py = python or dev.python or "python3"
-    cmd = (f"mkdir -p {_q(dev.wd)} && find {_q(dev.wd)} -maxdepth 2 -name '*.part-*' -prune -exec rm -rf {{}} + ; "
+    subs = " ".join(_q(f"{dev.wd}/{d}") for d in _SUBDIRS)
+    cmd = (f"mkdir -p {subs} && find {subs} -mindepth 1 -maxdepth 1 -name '*.part-*' -mmin +{STALE_PART_MIN} "
+           f"-exec rm -rf {{}} + ; "
            f"command -v {_q(py)} >/dev/null 2>&1 || {{ echo 'edgeft: no python' >&2; exit 127; }}; "
            f"{_q(py)} -c {shlex.quote(_PROBE)} {_q(dev.wd)} {','.join(modules)}")
     try:
@@ -282,7 +297,7 @@ def build_wheel(cache: Path | None = None) -> Path:
         h.update(p.relative_to(pkg).as_posix().encode() + b"\0" + p.read_bytes())
     digest = h.hexdigest()[:16]
     ver = edgeft.__version__
-    cache = cache or Path(os.environ.get("EDGEFT_CACHE", Path.home() / ".cache" / "edgeft")) / "wheels" / digest
+    cache = cache or cache_dir("wheels", digest)
     whl = cache / f"edgeft-{ver}-py3-none-any.whl"
     if whl.is_file():
         return whl
@@ -342,25 +357,20 @@ def _wheelhouse(res: dict, reqs: list[str]) -> Path:
     arch = res["machine"]
     plats = [f"manylinux{v}_{arch}" for v in ("2014", "_2_17", "_2_28", "_2_31", "_2_34")] + [f"linux_{arch}"]
     key = sha256_bytes(json.dumps([py, plats, reqs]).encode())[:16]
-    d = Path(os.environ.get("EDGEFT_CACHE", Path.home() / ".cache" / "edgeft")) / "wheelhouse" / key
-    if (d / ".complete").is_file():
-        return d
-    tmp = Path(tempfile.mkdtemp(prefix=".wheelhouse.", dir=d.parent if d.parent.exists() else _mk(d.parent)))
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", py,
-           "-d", str(tmp), *sum((["--platform", p] for p in plats), []), *reqs]
-    info(f"downloading wheels for the device (Python {py}, {arch}): {' '.join(reqs)}")
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DeviceError(f"cannot download wheels for the device (Python {py}, {arch}): "
-                          f"{' '.join(p.stderr.split())[-240:]}",
-                          hint="install the runtime packages on the device (pip install 'edgeft[runtime,openvino]' "
-                               "dependencies), or pass --python to an environment that has them")
-    (tmp / ".complete").write_text("ok\n")
-    if d.exists():
-        shutil.rmtree(d)
-    os.replace(tmp, d)
-    return d
+
+    def download(tmp: Path) -> None:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", py,
+               "-d", str(tmp), *sum((["--platform", p] for p in plats), []), *reqs]
+        info(f"downloading wheels for the device (Python {py}, {arch}): {' '.join(reqs)}")
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise DeviceError(f"cannot download wheels for the device (Python {py}, {arch}): "
+                              f"{' '.join(p.stderr.split())[-240:]}",
+                              hint="install the runtime packages on the device (pip install "
+                                   "'edgeft[runtime,openvino]' dependencies), or pass --python to an environment "
+                                   "that has them")
+
+    return build_once(cache_dir("wheelhouse", key), download)
 
 
 def _provision_venv(dev: Device, res: dict, formats: set[str]) -> str:
@@ -372,15 +382,21 @@ def _provision_venv(dev: Device, res: dict, formats: set[str]) -> str:
          f"{sum(1 for _ in wh.glob('*.whl'))} wheels copied from here")
     upload_dir(dev, wh, remote_wh, what="the wheelhouse")
     py, venv = dev.python or "python3", f"{dev.wd}/venv"
-    ssh(dev, f"rm -rf {_q(venv)}.part && {_q(py)} -m venv {_q(venv)}.part && {_q(venv)}.part/bin/python -m pip "
-             f"install -q --no-index --find-links {_q(remote_wh)} {' '.join(shlex.quote(r) for r in reqs)} && "
-             f"rm -rf {_q(venv)} && mv {_q(venv)}.part {_q(venv)}", timeout=1800, what="making the device environment")
+    remote_atomic(dev, venv, f"{_q(py)} -m venv \"$P\" && \"$P\"/bin/python -m pip install -q --no-index --find-links "
+                             f"{_q(remote_wh)} {' '.join(shlex.quote(r) for r in reqs)}",
+                  what="making the device environment", timeout=1800, replace=True)
     return f"{venv}/bin/python"
 
 
-def _mk(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+def remote_atomic(dev: Device, final: str, script: str, *, what: str, stdin=None, timeout: float = 600,
+                  replace: bool = False) -> None:
+    """Make ``final`` on the device with ``script`` working in a unique ``.part`` folder ``$P``, renamed into
+    place only when the script succeeded: an interrupted step never looks finished. An existing ``final`` is
+    kept (content-addressed folders) unless ``replace``."""
+    part = f"{final}.part-{uuid.uuid4().hex[:12]}"
+    keep = "" if replace else f"test -e {_q(final)} && exit 0; "
+    ssh(dev, f"{keep}P={_q(part)}; rm -rf \"$P\" && mkdir -p \"$P\" && {script} && "
+             f"{{ rm -rf {_q(final)}; mv \"$P\" {_q(final)}; }}", stdin=stdin, timeout=timeout, what=what)
 
 
 # ------------------------------------------------------------------------------------------ upload
@@ -392,20 +408,49 @@ def _bundle_rel(b: Path) -> str:
 
 
 def upload_dir(dev: Device, src: Path, remote: str, *, what: str, sub: str = "") -> None:
-    """Copy a local folder to ``remote`` (or ``remote/sub``) through a ``.part`` folder renamed when complete."""
-    part = f"{remote}.part-{os.getpid()}-{threading.get_ident() % 10000}"
-    cmd = (f"test -d {_q(remote)} && exit 0; rm -rf {_q(part)} && mkdir -p {_q(part)} && "
-           f"tar -C {_q(part)} -xf - && mv {_q(part)} {_q(remote)}")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for p in sorted(src.rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
-                t.add(p, arcname=(f"{sub}/" if sub else "") + p.relative_to(src).as_posix(), recursive=False)
-    ssh(dev, cmd, stdin=buf.getvalue(), timeout=3600, what=f"copying {what}")
+    """Copy a local folder to ``remote`` (or ``remote/sub``), streamed as tar through one SSH connection into a
+    ``.part`` folder renamed when complete. Links are followed (a linked dataset arrives as files)."""
+    part = f"{remote}.part-{uuid.uuid4().hex[:12]}"
+    cmd = (f"test -d {_q(remote)} && exit 0; P={_q(part)}; rm -rf \"$P\" && mkdir -p \"$P\" && "
+           f"tar -C \"$P\" -xf - && mv \"$P\" {_q(remote)}")
+    argv = dev.ssh_argv(cmd)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise DeviceError(f"no ssh client here ({argv[0]!r} not found)",
+                          hint="install OpenSSH's client (Debian: apt-get install openssh-client)") from None
+    err_box: list[bytes] = []
+    reader = threading.Thread(target=lambda: err_box.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT, dereference=True) as t:
+            for p in sorted(src.rglob("*")):
+                if p.is_file() and not p.name.startswith("."):
+                    t.add(p, arcname=(f"{sub}/" if sub else "") + p.relative_to(src).as_posix(), recursive=False)
+    except (BrokenPipeError, ConnectionResetError):
+        pass                # the far end stopped reading: its exit status says why
+    finally:
+        try:
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+    proc.stdout.read()
+    rc = proc.wait()
+    reader.join()
+    err = (err_box[0] if err_box else b"").decode(errors="replace")
+    if rc != 0:         # (a broken pipe with status 0: the device already had this folder)
+        if rc == 255:
+            raise ssh_error(dev, rc, err, f"copying {what}")
+        last = next((l.strip() for l in reversed(err.strip().splitlines()) if l.strip()), "no output")
+        raise DeviceError(f"{dev.name} ({dev.url}): copying {what} failed ({last[:160]}): the copy was interrupted "
+                          f"or refused; the partial copy on the device is removed later, and nothing was written "
+                          f"here", hint="check the network and the device's free disk, then run again")
 
 
 def bundle_key(path: Path) -> str:
-    return sha256_file(Path(path) / "manifest.json")[:16]
+    """Content (the manifest holds every file's checksum) and place (how the row is named) of a bundle."""
+    return sha256_bytes(sha256_file(Path(path) / "manifest.json").encode() + b"\0" +
+                        _bundle_rel(path).encode())[:16]
 
 
 def data_folder(spec: str, limit: int | None) -> tuple[Path, str]:
@@ -415,21 +460,13 @@ def data_folder(spec: str, limit: int | None) -> tuple[Path, str]:
     name, _, split = spec.partition(":")
     if name in BUILTIN:
         split = split or "test"
-        d = Path(os.environ.get("EDGEFT_CACHE", Path.home() / ".cache" / "edgeft")) / "device-data" / \
-            f"{name}-{split}-{limit or 'all'}"
-        if not (d / ".complete").is_file():
-            _mk(d.parent)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", dir=d.parent))
-            try:
-                export_builtin_images(name, tmp, split, limit)
-                for c in [c for c in tmp.iterdir() if c.is_dir() and not any(c.iterdir())]:
-                    c.rmdir()   # a class absent from the first N images
-                (tmp / ".complete").write_text("ok\n")
-                if d.exists():
-                    shutil.rmtree(d)
-                os.replace(tmp, d)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+
+        def export(tmp: Path) -> None:
+            export_builtin_images(name, tmp, split, limit)
+            for c in [c for c in tmp.iterdir() if c.is_dir() and not any(c.iterdir())]:
+                c.rmdir()   # a class absent from the first N images
+
+        d = build_once(cache_dir("device-data", f"{name}-{split}-{limit or 'all'}"), export)
         return d, f"{name}:{split}" + (f" (first {limit})" if limit else "")
     p = Path(spec).expanduser()
     if not p.is_dir():
@@ -468,19 +505,18 @@ def bench_remote(paths: list[str], cfg, devices: list[str], out: Path) -> list[d
     devs = [resolve_device(s) for s in devices]
     names = [d.name for d in devs]
     if len(set(names)) != len(names):
-        raise DataError(f"--device given twice: {', '.join(n for n in names if names.count(n) > 1)}",
+        raise DataError(f"--device given twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}",
                         hint="each device runs the bench once; name two entries differently to use one host twice")
     bundles = _check_bundles(paths)
     if cfg.scenario == "audio_stream":
         raise UnsupportedError("--scenario audio_stream with --device is not supported yet (its streams are built "
                                "from the speech tools and LibriVox files of this machine)",
                                hint="run `edgeft bench ... --scenario audio_stream` on the device itself")
-    extra = {}
-    for opt, v in (("--source", cfg.source), ("--stream", cfg.stream)):
-        if v is not None and not str(v).isdigit():
-            if not Path(v).is_file():
-                raise DataError(f"{opt} {v!r} does not exist", hint=f"pass a file for {opt}")
-            extra[opt] = Path(v)
+    source = None
+    if cfg.source is not None and not str(cfg.source).isdigit():   # a camera index stays a camera on the device
+        source = Path(cfg.source)
+        if not source.is_file():
+            raise DataError(f"--source {cfg.source!r} does not exist", hint="pass a video file for --source")
     data_dir, data_name = data_folder(cfg.data, cfg.data_limit)
     wheel = build_wheel()
     results: dict[str, dict] = {}
@@ -488,7 +524,7 @@ def bench_remote(paths: list[str], cfg, devices: list[str], out: Path) -> list[d
 
     def one(dev: Device) -> None:
         try:
-            results[dev.name] = _bench_one(dev, bundles, cfg, data_dir, data_name, extra, wheel, out / dev.name)
+            results[dev.name] = _bench_one(dev, bundles, cfg, data_dir, data_name, source, wheel, out / dev.name)
         except BaseException as e:  # noqa: BLE001 - reported per device below
             errors[dev.name] = e
 
@@ -497,18 +533,17 @@ def bench_remote(paths: list[str], cfg, devices: list[str], out: Path) -> list[d
         t.start()
     for t in threads:
         t.join()
-    docs = [results[d.name] for d in devs if d.name in results]
     for d in devs:
         if d.name in results:
             save_json(results[d.name], out / d.name / "result.json")
+    bug = next((e for e in errors.values() if not isinstance(e, EdgeftError)), None)
+    if bug is not None:
+        raise bug           # a bug keeps its traceback (the other devices' results are saved)
     if errors:
-        first = next(iter(errors.values()))
-        if not isinstance(first, DeviceError) and not hasattr(first, "one_line"):
-            raise first
-        msgs = "; ".join(getattr(e, "one_line", lambda e=e: str(e))() for e in errors.values())
-        done = f" (results of {', '.join(results)} are in {out})" if results else ""
-        raise DeviceError(f"bench failed on {len(errors)} of {len(devs)} device(s): {msgs}{done}")
-    return docs
+        done = f" (the results of {', '.join(results)} are in {out})" if results else ""
+        raise DeviceError(f"bench failed on {len(errors)} of {len(devs)} device(s): "
+                          f"{'; '.join(e.one_line() for e in errors.values())}{done}")
+    return [results[d.name] for d in devs]
 
 
 def _check_bundles(paths: list[str]) -> list[Path]:
@@ -522,26 +557,39 @@ def _check_bundles(paths: list[str]) -> list[Path]:
                                        f"device environments do not have", hint="bench run folders here, and only "
                                                                                  "bundles with --device")
             raise DataError(f"artifact {str(p)!r} is not a bundle", hint="pass bundle folders from `edgeft export`")
-        read_manifest(p)   # checksums before copying anything
+        read_manifest(p)   # checksums (and signatures) before copying anything
         out.append(p)
     return out
 
 
-def _bench_one(dev: Device, bundles: list[Path], cfg, data_dir: Path, data_name: str, extra: dict, wheel: Path,
-               out: Path) -> dict:
-    import json as _json
+def _bench_args(cfg, remote_bundles: list[str], data: str, rdir: str, source: str | None, builtin: bool) -> list[str]:
+    args = ["bench", *remote_bundles, "--data", data, "--out", rdir]
+    for attr, opt in _PASS:
+        v = getattr(cfg, attr)
+        if v is not None and not (attr == "scenario" and v == "single_stream"):
+            args += [opt, str(v)]
+    if cfg.data_limit and not builtin:   # a built-in set was exported with the limit already
+        args += ["--data-limit", str(cfg.data_limit)]
+    if source is not None:
+        args += ["--source", source]
+    elif cfg.source is not None:
+        args += ["--source", str(cfg.source)]
+    return args + (["--allow-failed"] if cfg.allow_failed else []) + (["--allow-dvfs"] if cfg.allow_dvfs else [])
 
+
+def _bench_one(dev: Device, bundles: list[Path], cfg, data_dir: Path, data_name: str, source: Path | None,
+               wheel: Path, out: Path) -> dict:
+    from .backends import RUNTIME_MODULE
     from .bundle import read_manifest
 
     t0 = time.perf_counter()
     formats = {read_manifest(b, verify=False)["format"] for b in bundles}
-    mods = list(_BASE_MODULES) + sorted({_FORMAT_MODULES[f] for f in formats})
+    mods = list(_BASE_MODULES) + sorted({RUNTIME_MODULE[f] for f in formats})
     res = probe(dev, mods)
     py = dev.python or "python3"
     venv_py = f"{dev.wd}/venv/bin/python"
     if res["missing"]:
-        # a venv made earlier by edgeft?
-        try:
+        try:                       # a venv made earlier by edgeft?
             res2 = probe(dev, mods, python=venv_py)
             if not res2["missing"]:
                 res, py = res2, venv_py
@@ -552,53 +600,37 @@ def _bench_one(dev: Device, bundles: list[Path], cfg, data_dir: Path, data_name:
     lib = f"{dev.wd}/lib/{wheel.parent.name}"
     if wheel.parent.name not in res["libs"]:
         info(f"{dev.name}: installing edgeft ({wheel.name}) into {lib}")
-        part = f"{lib}.part-{os.getpid()}"
-        ssh(dev, f"rm -rf {_q(part)} && mkdir -p {_q(part)} && cat > {_q(part)}/{wheel.name} && "
-                 f"{_q(py)} -m zipfile -e {_q(part)}/{wheel.name} {_q(part)} && rm {_q(part)}/{wheel.name} && "
-                 f"{{ test -d {_q(lib)} || mv {_q(part)} {_q(lib)}; }} && rm -rf {_q(part)}",
-            stdin=wheel.read_bytes(), timeout=600, what=f"copying edgeft ({wheel.name})")
+        remote_atomic(dev, lib, f"cat > \"$P\"/{wheel.name} && {_q(py)} -m zipfile -e \"$P\"/{wheel.name} \"$P\" && "
+                                f"rm \"$P\"/{wheel.name}", stdin=wheel.read_bytes(), what=f"copying edgeft ({wheel.name})")
     remote_b = []
     for b in bundles:
         k = bundle_key(b)
         if k not in res["bundles"]:
-            info(f"{dev.name}: copying bundle {b} ({sum(f.stat().st_size for f in b.rglob('*') if f.is_file()) / 1e6:.1f} MB)")
+            size = sum(f.stat().st_size for f in b.rglob("*") if f.is_file())
+            info(f"{dev.name}: copying bundle {b} ({size / 1e6:.1f} MB)")
             upload_dir(dev, b, f"{dev.wd}/bundles/{k}", what=f"bundle {b}", sub=_bundle_rel(b))
         remote_b.append((b, f"{dev.wd}/bundles/{k}/{_bundle_rel(b)}"))
     dk = _dir_key(data_dir)
     if dk not in res["data"]:
-        info(f"{dev.name}: copying data {data_name} ({sum(1 for _ in data_dir.rglob('*.*'))} files)")
+        info(f"{dev.name}: copying data {data_name} ({sum(1 for f in data_dir.rglob('*') if f.is_file())} files)")
         upload_dir(dev, data_dir, f"{dev.wd}/data/{dk}", what=f"data {data_name}")
-    files = {}
-    for opt, p in extra.items():
-        fk = sha256_file(p)[:16]
+    remote_source = None
+    if source is not None:
+        fk = sha256_bytes(sha256_file(source).encode() + source.name.encode())[:16]
         tmp = Path(tempfile.mkdtemp(prefix=".edgeft-up."))
         try:
-            shutil.copyfile(p, tmp / p.name)
-            if opt == "--stream" and p.with_suffix(".json").is_file():
-                shutil.copyfile(p.with_suffix(".json"), tmp / p.with_suffix(".json").name)
-            upload_dir(dev, tmp, f"{dev.wd}/files/{fk}", what=f"{opt} {p}")
+            shutil.copyfile(source, tmp / source.name)
+            upload_dir(dev, tmp, f"{dev.wd}/files/{fk}", what=f"--source {source}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        files[opt] = f"{dev.wd}/files/{fk}/{p.name}"
-    run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
-    rdir = f"{dev.wd}/runs/{run_id}"
-    args = ["bench", *[r for _, r in remote_b], "--data", f"{dev.wd}/data/{dk}", "--out", rdir]
-    for attr, opt in _PASS:
-        v = getattr(cfg, attr)
-        if v is not None and not (attr == "scenario" and v == "single_stream"):
-            args += [opt, str(v)]
-    for opt, f in files.items():
-        args += [opt, f]
-    if cfg.allow_failed:
-        args.append("--allow-failed")
-    if cfg.allow_dvfs:
-        args.append("--allow-dvfs")
-    env = f"PYTHONPATH={_q(lib)} EDGEFT_QUIET=1"
-    if os.environ.get("EDGEFT_CPU_FEATURES"):
-        env += f" EDGEFT_CPU_FEATURES={shlex.quote(os.environ['EDGEFT_CPU_FEATURES'])}"
-    cmd = f"mkdir -p {_q(rdir)} && cd ~ && {env} {_q(py)} -m edgeft {' '.join(_q(a) for a in args)}"
+        remote_source = f"{dev.wd}/files/{fk}/{source.name}"
+    rdir = f"{dev.wd}/runs/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    builtin = data_name.split(":")[0] in _builtin_names()
+    args = _bench_args(cfg, [r for _, r in remote_b], f"{dev.wd}/data/{dk}", rdir, remote_source, builtin)
+    cmd = (f"mkdir -p {_q(rdir)} && cd && PYTHONPATH={_q(lib)} EDGEFT_QUIET=1 {_q(py)} -m edgeft "
+           f"{' '.join(_q(a) for a in args)}")
     info(f"{dev.name}: running edgeft bench on {res['machine']} (Python {'.'.join(map(str, res['python']))}) ...")
-    p = subprocess.run(dev.ssh_argv(cmd), capture_output=True, timeout=None)
+    p = ssh(dev, cmd, timeout=None, what="edgeft bench", check=False)
     if p.returncode != 0:
         err = p.stderr.decode(errors="replace").strip().splitlines()
         line = next((l for l in reversed(err) if l.startswith("error: ")), None)
@@ -609,9 +641,8 @@ def _bench_one(dev: Device, bundles: list[Path], cfg, data_dir: Path, data_name:
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".fetch.", dir=out))
     try:
-        with tarfile.open(fileobj=io.BytesIO(blob)) as t:
-            t.extractall(tmp, filter="data")
-        doc = _json.loads((tmp / "result.json").read_text())
+        _safe_extract(blob, tmp)
+        doc = json.loads((tmp / "result.json").read_text())
         doc["remote"] = {"device": dev.name, "url": dev.url, "workdir": dev.wd, "run_dir": rdir,
                          "python": res["executable"], "platform": res["platform"],
                          "bundles": {str(b): r for b, r in remote_b}, "data": data_name,
@@ -623,12 +654,30 @@ def _bench_one(dev: Device, bundles: list[Path], cfg, data_dir: Path, data_name:
         if side.is_file():
             with np.load(side) as z:
                 doc["_raw"] = {k.split("::", 1)[1]: z[k] for k in z.files}
-        for sub in ("plots",):
-            if (tmp / sub).is_dir():
-                dst = out / sub
-                if dst.exists():
-                    shutil.rmtree(dst)
-                os.replace(tmp / sub, dst)
+        if (tmp / "plots").is_dir():
+            if (out / "plots").exists():
+                shutil.rmtree(out / "plots")
+            os.replace(tmp / "plots", out / "plots")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return doc
+
+
+def _builtin_names() -> tuple[str, ...]:
+    from .data.images import BUILTIN
+
+    return tuple(BUILTIN)
+
+
+def _safe_extract(blob: bytes, dest: Path) -> None:
+    """Untar the device's results: plain files and folders only, nothing outside ``dest`` (Pythons without
+    tarfile's "data" filter included)."""
+    with tarfile.open(fileobj=io.BytesIO(blob)) as t:
+        for m in t.getmembers():
+            name = Path(m.name)
+            if not (m.isfile() or m.isdir()) or name.is_absolute() or ".." in name.parts:
+                raise DeviceError(f"unexpected entry {m.name!r} in the results sent back by the device")
+        if hasattr(tarfile, "data_filter"):
+            t.extractall(dest, filter="data")
+        else:   # pragma: no cover - Python < 3.10.12 / 3.11.4
+            t.extractall(dest)

@@ -183,16 +183,22 @@ def check_precision(t: Target, fmt: str, precision: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- bundle records
-def bundle_target(t: Target, fmt: str, precision: str, requested: str | None) -> dict:
-    """The manifest's ``target`` section: what the bundle was built for and what it needs to run as verified."""
-    real = real_cpu_features()
-    pol = cpu_features()
+def requirements(t: Target, fmt: str, precision: str) -> tuple[str, list[str]]:
+    """(compute precision, what a CPU must have to reproduce the verified numbers) of a bundle."""
     requires: list[str] = []
     if precision == "int8" and t.int8_full_range and fmt != "tensorrt":
         requires.append("int8_full_range")   # u8s8 and s8s8 alike: x86 CPUs without VNNI saturate on them
     cp = t.compute_precision(precision) if fmt == "openvino" else {"fp16": "f16", "int8": "int8"}.get(precision, "f32")
     if cp in ("bf16", "f16") and fmt == "openvino":
         requires.append(cp)
+    return cp, requires
+
+
+def bundle_target(t: Target, fmt: str, precision: str, requested: str | None) -> dict:
+    """The manifest's ``target`` section: what the bundle was built for and what it needs to run as verified."""
+    real = real_cpu_features()
+    pol = cpu_features()
+    cp, requires = requirements(t, fmt, precision)
     return {"name": t.name, "requested": requested or HOST, "description": t.description, "arch": t.arch,
             "compute_precision": cp,
             "int8_weights": ("8-bit" if t.int8_full_range else "7-bit") if precision == "int8" else None,
@@ -243,7 +249,10 @@ def check_bundle(m: dict, where: str, feats: CpuFeatures | None = None) -> list[
     t = m.get("target") if isinstance(m.get("target"), dict) else legacy_target(m)
     here = host_target(f).name if m.get("format") != "tensorrt" else "tensorrt"
     for req in t.get("requires") or []:
-        ok, why, hint = _REQ.get(req, (lambda f: True, "", ""))
+        if req not in _REQ:   # from a newer edgeft (or an edited manifest): what it needs cannot be checked here
+            raise BundleError(f"bundle {where!r} requires {req!r}, which this edgeft does not know",
+                              hint="upgrade edgeft on this machine, or re-export the bundle with this version")
+        ok, why, hint = _REQ[req]
         if not ok(f):
             raise BundleError(f"bundle {where!r} (built for {t.get('name')}) {why} (this CPU: {f.describe()})",
                               hint=hint)

@@ -123,6 +123,9 @@ def test_bad_inputs(cli, arts, tmp_path):
     shutil.copytree(ort, kws)
     m = json.loads((kws / "manifest.json").read_text())
     m["task"] = "kws"
+    m["preprocess"] = {"kind": "logmel", "sample_rate": 16000, "n_fft": 512, "win": 400, "hop": 160, "n_mels": 40,
+                       "f_min": 20.0, "f_max": 8000.0, "clip_samples": 16000, "frames": 97}
+    m["inputs"] = [{"name": "input", "shape": ["batch", 1, 40, 97]}]
     m.pop("files")
     write_manifest(kws, m)
     r = cli("bench", ort, kws, "--profile", "smoke")

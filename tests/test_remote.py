@@ -160,7 +160,7 @@ def test_bench_on_a_device_matches_the_local_bench(cli, devices, two_bundles, tm
     assert (tmp_path / "remote" / "dev1" / "plots").is_dir() and (tmp_path / "remote" / "result.md").is_file()
     assert doc["remote"]["device"] == "dev1" and doc["remote"]["python"] == dev.python
     assert doc["remote"]["run_dir"].startswith(dev.workdir + "/runs/") and doc["software"]["torch_imported"] is False
-    assert doc["device"]["cpu_model"] == local["device"]["cpu_model"]        # the device's own fingerprint
+    assert doc["device"]["cpu_model"] and doc["device"]["hostname"]     # the fingerprint written on the device
     # the same rows, the same data, the same predictions (same runtimes on the same CPU)
     assert [a["name"] for a in doc["artifacts"]] == [a["name"] for a in local["artifacts"]]
     for a, b in zip(doc["artifacts"], local["artifacts"]):
@@ -211,7 +211,13 @@ def test_an_interrupted_copy_leaves_nothing_and_the_next_run_recovers(cli, devic
     assert parts                                       # the half copy exists only under a .part name
     monkeypatch.delenv("EDGEFT_SSH")
     r = cli("bench", *two_bundles, *BENCH, "--device", "cut", "--out", tmp_path / "o")
-    assert r.code == 0, r.err
+    assert r.code == 0, r.err                          # a fresh copy; the recent .part is left alone (it could be
+    assert all(p.exists() for p in parts)              # another bench's copy in progress) ...
+    old = time.time() - 3 * 3600
+    for p in parts:
+        os.utime(p, (old, old))
+    r = cli("bench", *two_bundles, *BENCH, "--device", "cut", "--out", tmp_path / "o2")
+    assert r.code == 0, r.err                          # ... and removed once it is hours old
     assert not list(Path(dev.workdir).glob("*/*.part-*"))
 
 
@@ -231,6 +237,42 @@ def test_two_devices_in_parallel_and_refusals(cli, devices, two_bundles, tmp_pat
     assert r.code == 2 and "--device given twice" in r.err
     r = cli("bench", two_bundles[0], *BENCH, "--device", "ssh://nobody@", "--out", tmp_path / "r")
     assert r.code == 2 and "not an ssh:// URL" in r.err
+
+
+def test_hostile_device_entries_and_odd_work_folders(cli, devices, two_bundles, tmp_path, sshd):
+    marker = tmp_path / "pwned"
+    for url in (f"ssh://-oProxyCommand=touch${{IFS}}{marker}@127.0.0.1:{sshd['port']}", "ssh://-Fevil",
+                f"ssh://user@-oProxyCommand=x:{sshd['port']}"):
+        r = cli("bench", two_bundles[0], *BENCH, "--device", url, "--out", tmp_path / "o")
+        assert r.code == 2 and one_line(r), r.err
+        assert "cannot start with '-'" in r.err or "is not an ssh:// URL" in r.err, r.err
+        assert "cannot start with '-'" in r.err or url != "ssh://-Fevil"
+    r = cli("devices", "add", "evil", "ssh://-oProxyCommand=x@h")
+    assert r.code == 2 and "cannot start with '-'" in r.err
+    assert not marker.exists()
+    odd = str(tmp_path / "work dir 'q' $(touch x) ;")     # quoting: spaces, quotes, command substitution
+    devices("odd", workdir=odd)
+    r = cli("-q", "bench", two_bundles[0], *BENCH, "--device", "odd", "--out", tmp_path / "o2")
+    assert r.code == 0, r.err
+    assert Path(odd, "bundles").is_dir() and not (Path.home() / "x").exists() and not Path("x").exists()
+
+
+@pytest.mark.slow
+def test_renamed_bundles_and_folder_data_with_a_limit(cli, devices, two_bundles, tmp_path, digits_folder):
+    devices("d")
+    r = cli("-q", "bench", two_bundles[0], *BENCH, "--device", "d", "--out", tmp_path / "o1")
+    assert r.code == 0, r.err
+    moved = tmp_path / "other" / "bundles" / "renamed"      # same content, another place and row name
+    shutil.copytree(two_bundles[0], moved)
+    r = cli("-q", "bench", moved, "--data", digits_folder, "--data-limit", "50", "--profile", "smoke",
+            "--device", "d", "--out", tmp_path / "o2")
+    assert r.code == 0, r.err
+    doc = json.loads((tmp_path / "o2" / "d" / "result.json").read_text())
+    assert doc["artifacts"][0]["name"] == "other/renamed" and doc["artifacts"][0]["accuracy"]["n"] == 50
+
+
+def one_line(r) -> bool:
+    return r.err.startswith("error: ") and r.err.count("\n") == 1 and "Traceback" not in r.err
 
 
 def test_a_device_without_the_runtime_packages_needs_wheels_from_here(cli, devices, two_bundles, tmp_path):

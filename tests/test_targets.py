@@ -167,6 +167,18 @@ def test_legacy_manifest_without_target_is_judged_by_its_quantization(int8_bundl
             assert check_bundle(read_manifest(b), str(b)) == []
 
 
+def test_unknown_requirement_is_refused(int8_bundles, tmp_path):
+    d, _ = int8_bundles
+    b = tmp_path / "b"
+    shutil.copytree(d / "onnxruntime-x86-avx2", b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["target"]["requires"] = ["int4_tensor_cores"]
+    m.pop("files")
+    write_manifest(b, m)
+    with pytest.raises(BundleError, match="requires 'int4_tensor_cores', which this edgeft does not know"):
+        runtime.load(b).open()
+
+
 def test_fp32_openvino_is_pinned_to_f32(tiny_run, tmp_path, simulate):
     """OpenVINO's CPU plugin would compute an "fp32" bundle in bf16 on AVX512_BF16/AMX CPUs."""
     m = export(tiny_run, format="openvino", precision="fp32", out=tmp_path / "ov")

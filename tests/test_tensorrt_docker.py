@@ -60,6 +60,8 @@ def test_cli_without_tensorrt_says_how_to_install(cli, tiny_run, tmp_path):
     write_manifest(tmp_path / "b", {"format": "tensorrt", "precision": "fp16", "task": "image_cls", "labels": ["a", "b"],
                                     "model_files": {"model": "model.engine", "onnx": "model.onnx"}, "status": "ok",
                                     "preprocess": {"size": 16, "resize": 16, "mean": [0.5] * 3, "std": [0.5] * 3},
+                                    "inputs": [{"name": "input", "shape": ["batch", 3, 16, 16]}],
+                                    "outputs": [{"name": "logits", "shape": ["batch", 2]}],
                                     "engine": {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0"}})
     r = cli("build", tmp_path / "b")
     assert r.code == 2 and "pip install 'edgeft[tensorrt]'" in r.err

@@ -13,7 +13,7 @@ from ..errors import BackendUnavailable
 from .base import FORMATS, Precision, SUPPORT, check_supported  # noqa: F401
 
 # format -> backend module that runs it
-_RUNTIME_MODULE = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino",
+RUNTIME_MODULE = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino",
                    "tensorrt": "tensorrt"}
 _INSTALL = {"onnxruntime": "pip install 'edgeft[runtime]'", "openvino": "pip install 'edgeft[openvino]'",
             "tensorrt": "pip install 'edgeft[tensorrt]' on an NVIDIA machine, or use docker/Dockerfile.gpu "
@@ -22,7 +22,7 @@ _INSTALL = {"onnxruntime": "pip install 'edgeft[runtime]'", "openvino": "pip ins
 
 def backend_module(fmt: str):
     """The backend module for a bundle format (imports only that backend's package)."""
-    name = _RUNTIME_MODULE[fmt]
+    name = RUNTIME_MODULE[fmt]
     mod = importlib.import_module(f"edgeft.backends.{name}")
     reason = mod.unavailable_reason()
     if reason:

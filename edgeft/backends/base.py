@@ -49,7 +49,7 @@ def support_table(target=None, installed=None) -> str:
     """The format x precision table; with a CPU target, each supported cell says whether it is native here,
     and with ``installed`` (backend names), formats whose backend is missing show '–'."""
     rows = ["format       " + "".join(f"{p:8s}" for p in PRECISIONS)]
-    runtime = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+    from . import RUNTIME_MODULE as runtime
     for f in FORMATS:
         cells = []
         for p in PRECISIONS:
@@ -102,6 +102,10 @@ def check_supported(fmt: str, precision: str, *, from_qat: bool = False, qat_fla
                                hint="export the QAT run with --int8 (or export its FP32 parent with --fp16)")
 
 
+def _fmt(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
 class Runner:
     """Context manager over a loaded model: ``with Runner(...) as r: y = r.infer(x)``.
 
@@ -142,7 +146,42 @@ class Runner:
                               f"{type(e).__name__}: {' '.join(str(e).split())[:200]}",
                               hint="the model file is not a valid model for this backend; re-export the bundle") from None
         self.load_ms = (time.perf_counter() - t) * 1e3
+        try:
+            self._check_io()
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _check_io(self) -> None:
+        """The model file must be the model the manifest describes: input dims and one output per label."""
+        from ..errors import BundleError
+
+        io = self.io()
+        if io is None:
+            return
+        ins, outs = io
+        m = self.manifest
+        where = f"bundle {str(self.bundle_dir)!r}"
+        if not outs:
+            raise BundleError(f"{where}: the model has no outputs", hint="re-export the bundle")
+        n = len(m.get("labels") or [])
+        last = outs[0][1][-1] if outs[0][1] else None
+        if "labels" in m and isinstance(last, int) and last != n:
+            raise BundleError(f"{where}: the model's output {outs[0][0]!r} has {last} values per sample, but the "
+                              f"manifest has {n} labels (model and labels disagree)",
+                              hint="the model file or the labels were replaced; re-export the bundle")
+        want = (m.get("inputs") or [None])[0]
+        if want and ins:
+            w = [d if isinstance(d, int) else None for d in want["shape"]]
+            g = ins[0][1]
+            if len(g) != len(w) or any(a is not None and b is not None and a != b for a, b in zip(g[1:], w[1:])):
+                raise BundleError(f"{where}: the model's input {ins[0][0]!r} has shape {_fmt(g)}, the manifest says "
+                                  f"{_fmt(w)}", hint="the model file was replaced; re-export the bundle")
+
+    def io(self):
+        """([(name, [dim or None, ...])], [...]) of the loaded model's inputs and outputs; None if unknown."""
+        return None
 
     def __exit__(self, *exc):
         self.close()

@@ -148,6 +148,10 @@ class Runner(_Runner):
     def _infer(self, x: np.ndarray) -> np.ndarray:
         return self.sess.run([self.output_name], {self.input_name: x})[0]
 
+    def io(self):
+        dims = lambda a: [d if isinstance(d, int) and d > 0 else None for d in a.shape]  # noqa: E731
+        return ([(a.name, dims(a)) for a in self.sess.get_inputs()], [(a.name, dims(a)) for a in self.sess.get_outputs()])
+
     def infer_outputs(self, feeds: dict) -> list:
         """All outputs for named inputs (streaming models with state)."""
         return self.sess.run(None, feeds)

@@ -150,6 +150,13 @@ class Runner(_Runner):
         self.req.infer()
         return self.req.get_output_tensor(0).data.copy()
 
+    def io(self):
+        def dims(port):
+            return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+
+        name = lambda p: p.get_any_name() if p.get_names() else f"#{p.get_index()}"  # noqa: E731
+        return ([(name(p), dims(p)) for p in self.compiled.inputs], [(name(p), dims(p)) for p in self.compiled.outputs])
+
     def infer_outputs(self, feeds: dict) -> list:
         """All outputs for named inputs (streaming models with state)."""
         self.req.infer(feeds)

@@ -169,7 +169,9 @@ def _logger():
 
 def _timing_cache_path(stamp: dict) -> Path:
     safe = "".join(c if c.isalnum() else "_" for c in f"{stamp['gpu']}-{stamp['tensorrt']}")
-    return Path(os.environ.get("EDGEFT_CACHE", Path.home() / ".cache" / "edgeft")) / f"trt-timing-{safe}.cache"
+    from ..utils.io import cache_dir
+
+    return cache_dir(f"trt-timing-{safe}.cache")
 
 
 def has_qdq(onnx_path: Path) -> bool:
@@ -349,6 +351,15 @@ class Runner(_Runner):
 
     def compute_ms(self) -> float | None:
         return self._compute
+
+    def io(self):
+        import tensorrt as trt
+
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        dims = lambda n: [d if d >= 0 else None for d in self.engine.get_tensor_shape(n)]  # noqa: E731
+        mode = self.engine.get_tensor_mode
+        return ([(n, dims(n)) for n in names if mode(n) == trt.TensorIOMode.INPUT],
+                [(n, dims(n)) for n in names if mode(n) == trt.TensorIOMode.OUTPUT])
 
     def close(self) -> None:
         self.ctx = None

@@ -59,6 +59,9 @@ class BundleArtifact(Artifact):
                  device: str | None = None, name: str | None = None):
         super().__init__(path, name)
         self.manifest = read_manifest(path)
+        from ..runtime import check_preprocess
+
+        check_preprocess(self.manifest, str(path))
         if self.manifest.get("status", "ok") != "ok" and not allow_failed:
             raise BundleError(f"bundle {str(path)!r} is marked {self.manifest['status']!r}",
                               hint="pass --allow-failed to bench it anyway")

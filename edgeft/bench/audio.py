@@ -62,7 +62,9 @@ def _streams(cfg, labels, prof_name: str) -> dict:
         pos = load_stream(cfg.stream)
         return {"positive": pos, "negative": None}
     key = hashlib.sha1(f"{cfg.data}|{labels}|{prof_name}|{cfg.seed}|v1".encode()).hexdigest()[:12]
-    d = Path.home() / ".cache" / "edgeft" / "streams" / key
+    from ..utils.io import cache_dir
+
+    d = cache_dir("streams", key)
     if (d / "stream_negative.json").is_file():
         return {"positive": load_stream(str(d / "stream_positive.wav")),
                 "negative": load_stream(str(d / "stream_negative.wav"))}

@@ -6,7 +6,7 @@ like frames arriving from a camera); preprocessing (resize, crop, normalise) is 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import DataError, did_you_mean
 from ..runtime import softmax
+from ..utils.log import warn
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Samples:
     targets: np.ndarray
     raw: Callable[[int], np.ndarray]
     sha256: str = ""
+    skipped: list = field(default_factory=list)    # unreadable files left out (name and why)
 
     def __len__(self) -> int:
         return int(len(self.targets))
@@ -42,9 +44,7 @@ def load_samples(spec: str, task: str, labels: list[str], limit: int | None = No
 
 
 def _image_samples(spec: str, labels: list[str], limit: int | None) -> Samples:
-    from PIL import Image
-
-    from ..data.images import BUILTIN, builtin_split_raw, scan_class_folder
+    from ..data.images import BUILTIN, UnreadableImage, builtin_split_raw, open_image, scan_class_folder
     from ..utils.io import sha256_bytes
 
     name, _, split = spec.partition(":")
@@ -72,15 +72,33 @@ def _image_samples(spec: str, labels: list[str], limit: int | None) -> Samples:
     if limit and limit < len(items):
         keep = np.sort(np.random.default_rng(0).permutation(len(items))[:limit])
         items = [items[i] for i in keep]
-    paths = [f for f, _ in items]
-    y = np.asarray([t for _, t in items], np.int64)
+    # every file is decoded once before timing (decoding is untimed, like MLPerf's sample library): unreadable
+    # ones (corrupt, decompression bombs, unsupported pixel formats) are skipped and counted, never a traceback
+    ok, skipped, cache, held = [], [], [], 0
+    for f, t in items:
+        try:
+            a = np.asarray(open_image(f))
+        except UnreadableImage as e:
+            skipped.append(f"{f.name} ({e.message.split(': ')[-1][:60]})")
+            continue
+        ok.append((f, t))
+        held += a.nbytes
+        if cache is not None:
+            cache.append(a)
+            if held > 512 << 20:      # large data: decode again when needed rather than hold it all
+                cache = None
+    if skipped:
+        warn(f"--data: skipped {len(skipped)} unreadable image(s), e.g. {'; '.join(skipped[:3])}")
+    if not ok:
+        raise DataError(f"--data {spec!r}: none of the {len(items)} images could be read")
+    paths = [f for f, _ in ok]
+    y = np.asarray([t for _, t in ok], np.int64)
 
     def raw(i: int) -> np.ndarray:
-        with Image.open(paths[i]) as im:
-            return np.asarray(im.convert("RGB"))
+        return cache[i] if cache is not None else np.asarray(open_image(paths[i]))
 
-    digest = sha256_bytes("\n".join(f"{p.relative_to(root)}:{t}" for p, t in items).encode())[:16]
-    return Samples(str(root), "image_cls", list(labels), y, raw, digest)
+    digest = sha256_bytes("\n".join(f"{p.relative_to(root)}:{t}" for p, t in ok).encode())[:16]
+    return Samples(str(root), "image_cls", list(labels), y, raw, digest, skipped=skipped)
 
 
 def _check_labels(classes: list[str], labels: list[str], spec: str) -> None:

@@ -11,6 +11,95 @@ SCHEMA_MAJOR = "1"
 REQUIRED = ("schema_version", "run_id", "scenario", "device", "artifacts", "reference", "validity")
 
 
+def _schema():
+    """The fields the tables and plots read, with their types: a result file that does not match is refused in
+    one line instead of failing half-way through formatting."""
+    from typing import Any, Optional
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class M(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    Num = Optional[float]
+
+    class Stats(M):
+        p50: Num = None
+        p90: Num = None
+        p99: Num = None
+        p99_ub99: Num = None
+        count: Optional[int] = None
+
+    class Acc(M):
+        top1: Num = None
+        top1_ci95: Optional[list[float]] = Field(None, min_length=2, max_length=2)
+
+    class Ratio(M):
+        median: Num = None
+        min: Num = None
+        max: Num = None
+        rounds: Optional[int] = None
+
+    class Vs(M):
+        top1_delta_points: Num = None
+        speedup_p50: Num = None
+        p50_ratio: Optional[Ratio] = None
+
+    class Roof(M):
+        achieved_gmacs: Num = None
+        pct_of_peak: Num = None
+
+    class Valid(M):
+        valid: bool
+
+    class Art(M):
+        name: str
+        format: str
+        precision: str
+        accuracy: Optional[Acc] = None
+        latency: Optional[dict[str, Stats]] = None
+        vs_reference: Optional[Vs] = None
+        roofline: Optional[Roof] = None
+        validity: Optional[Valid] = None
+        bytes: Optional[int] = None
+        throughput: Optional[dict[str, Num]] = None
+        camera: Optional[dict[str, Any]] = None
+        audio: Optional[dict[str, Any]] = None
+        target: Optional[dict[str, Any]] = None
+        reference: Optional[bool] = None
+
+    class Check(M):
+        name: str
+        passed: bool
+
+    class Validity(M):
+        valid: bool
+        checks: list[Check]
+
+    class Scenario(M):
+        name: str
+
+    class Data(M):
+        name: str
+        n: int
+
+    class Doc(M):
+        schema_version: str
+        run_id: str
+        profile: Optional[str] = None
+        scenario: Scenario
+        device: dict[str, Any]
+        settings: Optional[dict[str, Any]] = None
+        data: Optional[Data] = None
+        artifacts: list[Art] = Field(min_length=1)
+        reference: str
+        validity: Validity
+        warnings: list[str] = []
+        roofline: Optional[dict[str, Any]] = None
+
+    return Doc
+
+
 def save_json(doc: dict, path: str | Path) -> Path | None:
     """Write the result JSON; raw per-sample latencies (keys starting with '_') go to a side .npz file."""
     import numpy as np
@@ -43,6 +132,15 @@ def load_json(path: str | Path) -> dict:
     if str(doc["schema_version"]).split(".")[0] != SCHEMA_MAJOR:
         raise DataError(f"{str(p)!r}: result schema {doc['schema_version']} is not readable by this edgeft "
                         f"(schema {SCHEMA_MAJOR}.x)", hint="re-run the benchmark or upgrade edgeft")
+    from pydantic import ValidationError
+
+    try:
+        _schema().model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise DataError(f"{str(p)!r}: field {loc!r}: {err['msg'].lower()} (got {str(err.get('input'))[:40]!r}); "
+                        f"{len(e.errors())} problem(s) in all", hint="pass files written by `edgeft bench`") from None
     return doc
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.env import cpu_model
+from ..utils.io import atomic_write_json, cache_dir
 
 N = 1024  # 1024^3 = 1.07 GMAC per call
 PRECISIONS = ("f32", "bf16", "int8")
@@ -27,7 +28,7 @@ _CACHE_VERSION = 2
 
 def _cache_file(threads: int) -> Path:
     safe = "".join(c if c.isalnum() else "_" for c in cpu_model())[:60]
-    return Path.home() / ".cache" / "edgeft" / f"roofline-v{_CACHE_VERSION}-{safe}-{threads}t.json"
+    return cache_dir(f"roofline-v{_CACHE_VERSION}-{safe}-{threads}t.json")
 
 
 def peak_gmacs(threads: int, use_cache: bool = True, seconds: float = 1.0) -> dict:
@@ -53,11 +54,11 @@ def peak_gmacs(threads: int, use_cache: bool = True, seconds: float = 1.0) -> di
             peaks[prec] = {"unavailable": "; ".join(errors)}
     res = {"peaks": peaks, "gmacs": peaks["f32"].get("gmacs"), "runtime": peaks["f32"].get("runtime"),
            "threads": threads, "gemm": f"{N}x{N}x{N}", "measured": time.strftime("%Y-%m-%d")}
-    try:
-        cf.parent.mkdir(parents=True, exist_ok=True)
-        cf.write_text(json.dumps(res))
-    except OSError:
-        pass
+    if peaks["f32"].get("gmacs") and peaks["int8"].get("gmacs"):   # a runtime missing today may be installed later
+        try:
+            atomic_write_json(cf, res)
+        except OSError:
+            pass
     return res
 
 

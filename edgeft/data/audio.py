@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import subprocess
+import struct
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ def read_wav(path: str | os.PathLike, target_sr: int = SR) -> np.ndarray:
     empty files raise DataError."""
     p = str(path)
     try:
+        _check_riff(p)
         x, sr = _read_any(p)
     except DataError:
         raise
@@ -54,10 +56,36 @@ def read_wav(path: str | os.PathLike, target_sr: int = SR) -> np.ndarray:
     return np.clip(x.astype(np.float32), -1.0, 1.0)
 
 
+def _check_riff(p: str) -> None:
+    """Refuse a WAV whose header promises more audio than the file holds (a cut copy or download): decoders pad
+    or warn and carry on, which would score a truncated clip as if it were whole."""
+    size = os.path.getsize(p)
+    with open(p, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise DataError(f"{p!r} is not a WAV file (no RIFF/WAVE header)", hint="pass 16-bit PCM .wav files")
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = f.read(4), struct.unpack("<I", f.read(4))[0]
+            if cid == b"data":
+                if n not in (0, 0xFFFFFFFF) and pos + 8 + n > size:   # 0 / -1: length unknown (a live recording)
+                    raise DataError(f"truncated wav {p!r}: its header says {n} bytes of audio, the file holds "
+                                    f"{size - pos - 8}", hint="copy or record the file again")
+                return
+            pos += 8 + n + (n & 1)
+    raise DataError(f"{p!r} has no audio data chunk", hint="pass 16-bit PCM .wav files")
+
+
 def _read_any(p: str) -> tuple[np.ndarray, int]:
     try:
+        import warnings
+
         from scipy.io import wavfile
 
+        # chunk quirks only (a short data chunk was refused by _check_riff); a global filter, set once, because
+        # catch_warnings is not thread-safe and clips are decoded in a thread pool
+        warnings.filterwarnings("ignore", category=wavfile.WavFileWarning)
         sr, x = wavfile.read(p)
     except ImportError:
         with wave.open(p, "rb") as w:
@@ -219,7 +247,9 @@ FLITE_VOICES = ["awb", "rms", "slt", "kal16"]
 
 
 def tts_dir() -> Path:
-    return Path(os.environ.get("EDGEFT_CACHE", Path.home() / ".cache" / "edgeft")) / f"{TTS_NAME}-v{TTS_VERSION}"
+    from ..utils.io import cache_dir
+
+    return cache_dir(f"{TTS_NAME}-v{TTS_VERSION}")
 
 
 def tts_available() -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, did_you_mean
 from ..utils.log import info, warn
+
+# refused explicitly in open_image (a warning filter there would not be thread-safe in the decoding pool)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 _INTERP = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
@@ -103,12 +107,56 @@ def center_crop_offset(r: int, s: int) -> int:
     return (r - s) // 2
 
 
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded (corrupt, a decompression bomb, an unsupported pixel format)."""
+
+
+def open_image(path: str | os.PathLike, grey: bool = False) -> Image.Image:
+    """Decode a file to an 8-bit RGB (or "L") PIL image; :class:`UnreadableImage` for anything else.
+
+    High-bit-depth files are scaled, not clipped: Pillow's ``convert("RGB")`` of a 16-bit PNG saturates every
+    value above 255 (an all-white image, silently classified). Decompression bombs (Pillow's pixel limit,
+    warnings included) are unreadable like corrupt files."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:   # Pillow only warns up to 2x its limit
+                raise UnreadableImage(f"{str(path)!r} is a decompression bomb ({w}x{h} = {w * h} pixels, over "
+                                      f"{Image.MAX_IMAGE_PIXELS})", hint="images this large are refused; resize it "
+                                                                        "first")
+            im.load()
+            return to_8bit(im, grey, str(path))
+    except UnreadableImage:
+        raise
+    except Image.DecompressionBombError as e:
+        raise UnreadableImage(f"{str(path)!r} is a decompression bomb ({' '.join(str(e).split())[:100]})",
+                              hint="images this large are refused; resize it first") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        raise UnreadableImage(f"unreadable image {str(path)!r}: {type(e).__name__}: {' '.join(str(e).split())[:120]}",
+                              hint="remove or replace the file") from None
+
+
+def to_8bit(im: Image.Image, grey: bool = False, where: str = "image") -> Image.Image:
+    """Any Pillow mode -> 8-bit "RGB" (or "L" when ``grey`` and the source is single-channel)."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise UnreadableImage(f"{where}: {mode} pixel values {a.min()}..{a.max()} are outside 16-bit range",
+                                  hint="convert it to an 8- or 16-bit image")
+        peak = 255 if (mode == "I" and a.size and a.max() <= 255) else 65535
+        im = Image.fromarray(((a * 255 + peak // 2) // peak).astype(np.uint8), "L")
+        mode = "L"
+    elif mode == "F":
+        raise UnreadableImage(f"{where}: floating-point pixels (mode F) have no defined 8-bit range",
+                              hint="convert it to an 8- or 16-bit integer image")
+    single = mode in ("L", "1", "LA")
+    return im.convert("L" if (grey and single) else "RGB")
+
+
 def decode_resized(path: str | os.PathLike, p: Preprocess, keep_grey: bool = False) -> np.ndarray:
     """Decode a file and apply steps 1-2. Returns (R, R, 3) uint8 (or (R, R, 1) for grey files when asked)."""
-    with Image.open(path) as im:
-        im.load()
-        grey = keep_grey and im.mode in ("L", "I;16", "I")
-        im = im.convert("L" if grey else "RGB")
+    im = open_image(path, grey=keep_grey)
     arr = np.asarray(resize_pil(im, p), dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
@@ -133,7 +181,7 @@ def preprocess_images(images, p: Preprocess) -> np.ndarray:
         else:
             if isinstance(im, np.ndarray):
                 im = Image.fromarray(im)
-            im = im.convert("RGB")
+            im = to_8bit(im)
             out.append(np.asarray(resize_pil(im, p), dtype=np.uint8))
     return normalize_batch(np.stack(out), p)
 
@@ -406,7 +454,7 @@ def decode_split(files: dict[str, list[Path]], classes: list[str], p: Preprocess
         f, _ = item
         try:
             return decode_resized(f, p)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        except UnreadableImage as e:
             return e
 
     if len(items) > 2000:
@@ -417,8 +465,7 @@ def decode_split(files: dict[str, list[Path]], classes: list[str], p: Preprocess
     for (f, t), a in zip(items, arrays):
         if isinstance(a, Exception):
             if strict:
-                raise DataError(f"unreadable image {str(f)!r}: {type(a).__name__}: {str(a)[:120]}",
-                                hint="remove or replace the file, or drop --strict to skip unreadable files")
+                raise DataError(a.message, hint="remove or replace the file, or drop --strict to skip unreadable files")
             skipped.append(str(f))
             continue
         imgs.append(a)

@@ -21,13 +21,20 @@ from ..errors import BundleError
 
 
 def load(bundle: str | os.PathLike, *, threads: int | None = None, device: str | None = None, batch: int | None = None,
-         allow_failed: bool = False) -> "Model":
+         allow_failed: bool = False, trust=None) -> "Model":
     """Verify the bundle's checksums and open it on its backend (use as a context manager).
 
     Opening checks the bundle's target against this CPU (:mod:`edgeft.targets`): a bundle whose results would
     change here (full-range INT8 without VNNI, bf16 without AVX512_BF16/AMX) is refused with what to do; one
-    that would only run slower opens with ``model.warnings``."""
-    m = read_manifest(bundle)
+    that would only run slower opens with ``model.warnings``. ``trust``: public key files; when given (or set in
+    EDGEFT_TRUSTED_KEYS / ~/.config/edgeft/trusted_keys), only bundles signed by one of them open."""
+    keys = None
+    if trust:
+        from ..bundle import trusted_keys
+
+        keys = trusted_keys(trust)
+    m = read_manifest(bundle, trust=keys)
+    check_preprocess(m, str(bundle))
     status = m.get("status", STATUS_OK)
     if status != STATUS_OK and not allow_failed:
         raise BundleError(f"bundle {str(bundle)!r} is marked {status!r}: {m.get('status_reason', '')}",
@@ -37,6 +44,64 @@ def load(bundle: str | os.PathLike, *, threads: int | None = None, device: str |
 
         return KwsModel(Path(bundle), m, threads=threads, device=device)
     return Model(Path(bundle), m, threads=threads, device=device, batch=batch)
+
+
+def _int(d: dict, k: str, lo: int, hi: int) -> int:
+    v = d.get(k)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"preprocess.{k} = {v!r} (an integer in {lo}..{hi} expected)")
+    return v
+
+
+def _num(d: dict, k: str, lo: float, hi: float) -> float:
+    v = d.get(k)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise ValueError(f"preprocess.{k} = {v!r} (a number in {lo}..{hi} expected)")
+    return float(v)
+
+
+def check_preprocess(m: dict, where: str) -> None:
+    """The preprocessing spec is what the device computes before inference: every value in range, and what it
+    produces has the model input's shape (a bad spec is one line, never an allocation of 2**40 pixels)."""
+    pp = m.get("preprocess") or {}
+    shape = list((m.get("inputs") or [{}])[0].get("shape") or [])
+    try:
+        if m.get("task") == "kws":
+            if pp.get("kind") != "logmel":
+                raise ValueError(f"preprocess.kind = {pp.get('kind')!r} ('logmel' expected for keyword spotting)")
+            sr = _int(pp, "sample_rate", 1000, 192000)
+            n_fft = _int(pp, "n_fft", 16, 1 << 16)
+            _int(pp, "win", 16, n_fft)
+            hop = _int(pp, "hop", 1, n_fft)
+            n_mels = _int(pp, "n_mels", 1, 512)
+            f_max = _num(pp, "f_max", 1, sr / 2)
+            _num(pp, "f_min", 0, f_max - 1)
+            clip = _int(pp, "clip_samples", n_fft, 60 * sr)
+            frames = 1 + (clip - n_fft) // hop
+            if pp.get("frames") != frames:
+                raise ValueError(f"preprocess.frames = {pp.get('frames')!r}, the spec gives {frames}")
+            want = [1, n_mels, frames]
+        else:
+            size = _int(pp, "size", 8, 4096)
+            _int(pp, "resize", size, 8192)
+            if pp.get("resize_mode", "square") not in ("square", "shorter"):
+                raise ValueError(f"preprocess.resize_mode = {pp.get('resize_mode')!r} (square or shorter)")
+            if pp.get("interpolation", "bilinear") not in ("bilinear", "bicubic", "nearest"):
+                raise ValueError(f"preprocess.interpolation = {pp.get('interpolation')!r}")
+            for k in ("mean", "std"):
+                v = pp.get(k)
+                if not (isinstance(v, list) and len(v) == 3 and all(
+                        isinstance(x, (int, float)) and not isinstance(x, bool) and -1e3 < x < 1e3 for x in v)):
+                    raise ValueError(f"preprocess.{k} = {v!r} (three numbers expected)")
+            if min(pp["std"]) <= 0:
+                raise ValueError(f"preprocess.std = {pp['std']!r} (must be > 0)")
+            want = [3, size, size]
+        if len(shape) != len(want) + 1 or shape[1:] != want:
+            raise ValueError(f"preprocessing produces [batch, {', '.join(map(str, want))}] but inputs[0].shape is "
+                             f"{shape}")
+    except ValueError as e:
+        raise BundleError(f"bundle {where!r}: {e}", hint="the manifest was edited or is from a broken export; "
+                                                         "re-export the bundle") from None
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

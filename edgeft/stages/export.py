@@ -63,8 +63,10 @@ def read_run_desc(run: Path) -> dict:
 def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", calib_data: str | None = None,
            calib_size: int | None = None, out: str | Path | None = None, max_drop: float | None = None,
            parity_samples: int | None = None, opset: int | None = None, target: str | None = None,
-           force: bool = False) -> dict:
-    """Export a run to a bundle; returns the manifest. Raises GateFailed (bundle kept, marked failed)."""
+           force: bool = False, sign_key: str | None = None) -> dict:
+    """Export a run to a bundle; returns the manifest. Raises GateFailed (bundle kept, marked failed).
+
+    ``sign_key``: an ed25519 private key file; the manifest (which holds every file's sha256) is signed."""
     run = Path(run)
     desc = read_run_desc(run)
     qat = desc.get("qat")
@@ -76,15 +78,24 @@ def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", ca
     check_precision(tgt, format, precision)
     _check_verifiable(tgt, format, precision)
     backend = backend_module(format)  # BackendUnavailable before any work
+    key = None
+    if sign_key is not None:
+        from ..bundle import load_private_key
+
+        key = load_private_key(sign_key)
     if calib_data is not None and precision == "int8" and not qat:
         _check_calib_dir(calib_data)
     out = Path(out) if out else default_out(run, format, precision, target)
     writer = BundleWriter(out, force=force)
     try:
         return _export(run, desc, backend, writer, format, precision, calib_data, calib_size, max_drop,
-                       parity_samples, opset, tgt, target)
-    except BaseException:
+                       parity_samples, opset, tgt, target, key)
+    except BaseException as e:
         writer.abort()
+        from ..utils.io import disk_error
+
+        if isinstance(e, Exception) and (de := disk_error(e, out)) is not None:
+            raise de from None
         raise
 
 
@@ -111,10 +122,10 @@ def qat_target_name(qat: dict) -> str:
 
 def _check_verifiable(tgt, fmt: str, precision: str) -> None:
     """bf16/f16 compute cannot be simulated: the bundle is verified on a CPU that computes it, or not built."""
-    from ..targets import _REQ, bundle_target, real_cpu_features
+    from ..targets import _REQ, real_cpu_features, requirements
 
     real = real_cpu_features()
-    for req in bundle_target(tgt, fmt, precision, None)["requires"]:
+    for req in requirements(tgt, fmt, precision)[1]:
         if req in ("bf16", "f16") and not _REQ[req][0](real):
             raise UnsupportedError(f"a {precision} bundle for {tgt.name} is checked against PyTorch by running it, and "
                                    f"this CPU cannot compute {req} ({real.describe()})",
@@ -135,7 +146,7 @@ def _check_calib_dir(d: str) -> None:
 
 
 def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, max_drop, parity_samples, opset,
-            tgt, requested):
+            tgt, requested, key=None):
     import torch
 
     from ..recipe import load_recipe
@@ -219,7 +230,7 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
     if reason:
         manifest["status_reason"] = reason
     manifest["export"]["seconds"] = round(time.perf_counter() - t0, 1)
-    m = writer.commit(manifest)
+    m = writer.commit(manifest, sign_key=key)
     _print_summary(writer.out, m)
     if status != STATUS_OK:
         raise GateFailed(f"export {fmt}/{precision} {status}: {reason}; bundle kept at {writer.out} marked "
@@ -347,6 +358,10 @@ def export_onnx(model, example, path: Path, opset: int, labels=None, preprocess=
             onnx.checker.check_model(m)
             break
         except Exception as e:  # noqa: BLE001 - try the next exporter, report both if all fail
+            from ..utils.io import disk_error
+
+            if (de := disk_error(e, path)) is not None:   # a full disk is not "an op ONNX cannot express"
+                raise de from None
             errors.append(f"{exporter}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
     else:
         raise RunError(f"ONNX export failed with both exporters ({'; '.join(errors)})",

@@ -11,6 +11,11 @@ _PKGS = ("edgeft", "numpy", "torch", "torchvision", "torchaudio", "onnx", "onnxr
          "openvino", "nncf", "torch-pruning", "torchao", "tensorrt", "opencv-python-headless")
 
 
+def config_dir() -> Path:
+    """edgeft's configuration folder (``EDGEFT_CONFIG_DIR``, default ~/.config/edgeft): devices, trusted keys."""
+    return Path(os.environ.get("EDGEFT_CONFIG_DIR") or Path.home() / ".config" / "edgeft")
+
+
 def versions(pkgs=_PKGS) -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for p in pkgs:

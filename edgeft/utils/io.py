@@ -2,12 +2,54 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import shutil
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+
+def cache_dir(*parts: str) -> Path:
+    """edgeft's cache folder (``EDGEFT_CACHE``, default ~/.cache/edgeft), joined with ``parts``."""
+    return Path(os.environ.get("EDGEFT_CACHE") or Path.home() / ".cache" / "edgeft").joinpath(*parts)
+
+
+def existing_parent(p: str | os.PathLike) -> Path:
+    """``p`` itself, or its nearest ancestor that exists."""
+    p = Path(p).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def default_mode(base: int = 0o666) -> int:
+    """``base`` under the process umask: what a normally created file (0o666) or folder (0o777) gets."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
+
+
+def build_once(dest: Path, build: Callable[[Path], None]) -> Path:
+    """Build a cached folder once: ``build(tmp)`` fills a sibling temp folder that is renamed to ``dest`` with a
+    ``.complete`` marker; an interrupted build is never mistaken for a finished one."""
+    import tempfile
+
+    if (dest / ".complete").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 @contextlib.contextmanager
@@ -18,9 +60,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; final files get normal permissions
+    os.chmod(tmp_path, default_mode())  # mkstemp creates 0600; final files get normal permissions
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
@@ -96,3 +136,52 @@ def sha256_bytes(data: bytes) -> str:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+_DISK = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+         errno.EFBIG: "the file size limit is exceeded", errno.EROFS: "the file system is read-only",
+         errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+_IO_WORDS = __import__("re").compile(r"iostream|ostream|write|flush|i/o|input/output", __import__("re").I)
+_DISK_TEXT = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+              "File too large": errno.EFBIG, "Read-only file system": errno.EROFS}
+
+
+def disk_error(e: BaseException, where: str | os.PathLike | None = None):
+    """An OSError about the disk (full, quota, size limit, read-only, permissions) anywhere in ``e``'s chain -- also
+    when a library wrapped it in its own exception -- as one user-facing line; None for anything else."""
+    from ..errors import DiskError, EdgeftError
+
+    if isinstance(e, EdgeftError):   # already a user-facing error with its own cause
+        return None
+    seen, cur, code, fname = 0, e, None, None
+    while cur is not None and seen < 12:
+        if isinstance(cur, OSError) and cur.errno in _DISK:
+            code, fname = cur.errno, cur.filename
+            break
+        text = str(cur)
+        hit = next((c for t, c in _DISK_TEXT.items() if t in text), None)
+        if hit is not None:
+            code = hit
+            break
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    target = str(fname or where or "the output")
+    p = existing_parent(target)
+    if code is None and where is not None and _IO_WORDS.search(str(e)):
+        # some writers lose the errno (OpenVINO's save_model: "basic_ios::clear: iostream error"): judge by the disk
+        import resource
+
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(p).free < (1 << 20):
+                code = errno.ENOSPC
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if code is None and soft != resource.RLIM_INFINITY:
+            code = errno.EFBIG
+    if code is None:
+        return None
+    free = ""
+    with contextlib.suppress(OSError):
+        free = f"; {shutil.disk_usage(p).free / 1e6:.1f} MB free there"
+    full = code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    hint = "free some space, or pass --out on another disk" if full else "pass --out to a folder you can write"
+    return DiskError(f"cannot {'write' if full or code == errno.EROFS else 'access'} {target!r}: {_DISK[code]}{free}",
+                     hint=hint)
