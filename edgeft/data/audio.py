@@ -63,7 +63,8 @@ def _check_riff(p: str) -> None:
     with open(p, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            raise DataError(f"{p!r} is not a WAV file (no RIFF/WAVE header)", hint="pass 16-bit PCM .wav files")
+            raise DataError(f"unreadable wav {p!r}: not a WAV file (no RIFF/WAVE header)",
+                            hint="pass 16-bit PCM .wav files")
         pos = 12
         while pos + 8 <= size:
             f.seek(pos)
@@ -74,7 +75,7 @@ def _check_riff(p: str) -> None:
                                     f"{size - pos - 8}", hint="copy or record the file again")
                 return
             pos += 8 + n + (n & 1)
-    raise DataError(f"{p!r} has no audio data chunk", hint="pass 16-bit PCM .wav files")
+    raise DataError(f"unreadable wav {p!r}: no audio data chunk", hint="pass 16-bit PCM .wav files")
 
 
 def _read_any(p: str) -> tuple[np.ndarray, int]:
