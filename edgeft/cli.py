@@ -25,6 +25,20 @@ devices_app = typer.Typer(no_args_is_help=True, help="Devices to bench on over S
 app.add_typer(devices_app, name="devices")
 
 SetOpt = typer.Option(None, "--set", help="override a recipe key, e.g. --set train.lr=0.01 (repeatable)")
+def _d(section: str, field: str):
+    """A setting's default, from the one place defaults live (the recipe sections): for --help."""
+    from . import sections
+
+    cls = {"prune": sections.PruneCfg, "qat": sections.QatCfg, "export": sections.ExportCfg}[section]
+    return cls.model_fields[field].default
+
+
+def _scenarios() -> list[str]:
+    from .bench.scenarios import scenario_names
+
+    return scenario_names()
+
+
 TrustOpt = typer.Option(None, "--trust", help="trusted ed25519 public key (repeatable): only bundles signed by one "
                                               "of them are accepted (also EDGEFT_TRUSTED_KEYS, "
                                               "~/.config/edgeft/trusted_keys/*.pub)")
@@ -67,10 +81,10 @@ def finetune(
     """Fine-tune a classifier: edgeft finetune --recipe image_cls/resnet18 --out runs/r18"""
     if devices > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(_launch_torchrun(devices))
-    from .stages.finetune import finetune as run
+    from . import api
 
-    m = run(recipe, out, data=data, epochs=epochs, resume=resume,
-            overrides=[*(set_ or ()), *(["data.strict=true"] if strict else [])])
+    m = api.finetune(recipe, out=out, data=data, epochs=epochs, resume=resume,
+                     overrides=[*(set_ or ()), *(["data.strict=true"] if strict else [])])
     if m:
         o = out or Path("runs") / (m.get("recipe") or "run")
         log.result(f"run: {o}")
@@ -124,73 +138,56 @@ def _launch_torchrun(n: int) -> int:
 def prune(
     run: Path = typer.Argument(..., help="run directory to prune (from finetune)"),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="fraction of channels to remove per layer "
-                                           "(recipe compress.prune.ratio, else 0.5)"),
+                                           f"(recipe compress.prune.ratio, else {_d('prune', 'ratio')})"),
     method: Optional[str] = typer.Option(None, "--method", help="magnitude | taylor | bn_scale | random"),
-    round_to: Optional[int] = typer.Option(None, "--round-to", min=1, help="keep channel counts multiples of N (8)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="recovery fine-tuning epochs per step (2)"),
-    iterative: Optional[int] = typer.Option(None, "--iterative", min=1, help="prune in K steps (1)"),
+    round_to: Optional[int] = typer.Option(None, "--round-to", min=1, help=f"keep channel counts multiples of N "
+                                            f"({_d('prune', 'round_to')})"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help=f"recovery fine-tuning epochs per step "
+                                         f"({_d('prune', 'epochs')})"),
+    iterative: Optional[int] = typer.Option(None, "--iterative", min=1, help=f"prune in K steps ({_d('prune', 'iterative')})"),
     lr: Optional[float] = typer.Option(None, "--lr", min=0, help="recovery LR (default train.lr / 10)"),
     distill: Optional[float] = typer.Option(None, "--distill", min=0, max=1, help="KD weight from the unpruned model"),
-    global_pruning: bool = typer.Option(False, "--global", help="rank channels globally instead of per layer"),
+    global_pruning: Optional[bool] = typer.Option(None, "--global/--per-layer", help="rank channels globally instead "
+                                                  "of per layer (recipe compress.prune.global_pruning)"),
     target_macs: Optional[float] = typer.Option(None, "--target-macs", help="search the ratio: MACs fraction (<=1) "
                                                 "or absolute MACs"),
     target_latency: Optional[float] = typer.Option(None, "--target-latency", help="search the ratio: ONNX Runtime "
                                                    "p50 ms"),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if val top-1 drops more (points)"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if the validation metric (top-1, mAP...) drops more (points)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="new run directory (default RUN-prunedNN)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted prune in --out"),
 ):
     """Structured channel pruning + recovery fine-tuning: edgeft prune runs/r18 --ratio 0.5 --epochs 2"""
-    from .stages.prune import prune as run_prune
+    from . import api
 
-    cfg = _compress_cfg(run, "prune")
-    ratio_ = ratio if ratio is not None else (None if (target_macs or target_latency) else (cfg.ratio if cfg else 0.5))
-    m = run_prune(run, out=out, ratio=ratio_, method=method or (cfg.method if cfg else "magnitude"),
-                  round_to=round_to if round_to is not None else (cfg.round_to if cfg else 8),
-                  epochs=epochs if epochs is not None else (cfg.epochs if cfg else 2),
-                  iterative=iterative or (cfg.iterative if cfg else 1), lr=lr or (cfg.lr if cfg else None),
-                  distill=distill if distill is not None else (cfg.distill if cfg else 0.0),
-                  global_pruning=global_pruning or bool(cfg and cfg.global_pruning), max_drop=max_drop,
-                  target_macs=target_macs, target_latency_ms=target_latency, resume=resume)
+    m = api.prune(run, out=out, ratio=ratio, method=method, round_to=round_to, epochs=epochs, iterative=iterative,
+                  lr=lr, distill=distill, global_pruning=global_pruning, max_drop=max_drop, target_macs=target_macs,
+                  target_latency_ms=target_latency, resume=resume)
     o = out or Path(str(run) + f"-pruned{int(round(m['config']['ratio'] * 100))}")
     log.next_step(f"edgeft qat {o} --epochs 1", f"edgeft export {o} --format openvino --int8")
-
-
-def _compress_cfg(run: Path, which: str):
-    from .recipe import load_recipe
-
-    p = Path(run) / "recipe.yaml"
-    if not p.is_file():
-        return None
-    try:
-        return getattr(load_recipe(p).compress, which)
-    except Exception:  # noqa: BLE001 - the stage itself reports a broken run precisely
-        return None
 
 
 @app.command()
 def qat(
     run: Path = typer.Argument(..., help="FP32 (or pruned) run directory"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="QAT epochs (recipe compress.qat.epochs, else 1)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help=f"QAT epochs (recipe compress.qat.epochs, "
+                                         f"else {_d('qat', 'epochs')})"),
     lr: Optional[float] = typer.Option(None, "--lr", min=0, help="QAT LR (default train.lr / 100)"),
     flavour: Optional[str] = typer.Option(None, "--flavour", help="cpu (ORT/OpenVINO) | tensorrt (symmetric s8s8)"),
     target: Optional[str] = typer.Option(None, "--target", help="device class the INT8 weights are for: host "
                                          "(default) | x86-avx2 (7-bit) | x86-vnni | x86-bf16 | x86-amx | arm64"),
-    calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help="samples for the PTQ init (300)"),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if val top-1 drops more (points)"),
+    calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help=f"samples for the PTQ init "
+                                              f"({_d('qat', 'calib_size')})"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if the validation metric (top-1, mAP...) drops more (points)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="new run directory (default RUN-qat)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted QAT in --out"),
 ):
     """Quantization-aware training (NNCF) -> Q/DQ ONNX: edgeft qat runs/r18-pruned50 --epochs 1"""
-    from .stages.qat import qat as run_qat
+    from . import api
 
-    cfg = _compress_cfg(run, "qat")
-    fl = flavour or (cfg.flavour if cfg else "cpu")
-    run_qat(run, out=out, epochs=epochs if epochs is not None else (cfg.epochs if cfg else 1),
-            lr=lr or (cfg.lr if cfg else None), flavour=fl, target=target or (cfg.target if cfg else None),
-            calib_size=calib_size or (cfg.calib_size if cfg else 300),
-            max_drop=max_drop if max_drop is not None else (cfg.max_drop if cfg else None), resume=resume)
-    trt = fl == "tensorrt" or (target or (cfg.target if cfg else None)) == "tensorrt"
+    m = api.qat(run, out=out, epochs=epochs, lr=lr, flavour=flavour, target=target, calib_size=calib_size,
+                max_drop=max_drop, resume=resume)
+    trt = m["flavour"] == "tensorrt"
     o = out or Path(str(run) + ("-qat-trt" if trt else "-qat"))
     fmt = "tensorrt" if trt else "openvino"
     log.next_step(f"edgeft export {o} --format {fmt} --int8", f"edgeft export {o} --format onnxruntime --int8")
@@ -206,10 +203,12 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="INT8 (post-training quantization, or the QAT graph)"),
     calib_data: Optional[str] = typer.Option(None, "--calib-data", help="folder of calibration images "
                                              "(default: the run's train split)"),
-    calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help="calibration samples (default 300)"),
+    calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help=f"calibration samples "
+                                             f"(default {_d('export', 'calib_size')})"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="bundle folder (default RUN/bundles/FORMAT-PRECISION)"),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if val top-1 drops more (points)"),
-    parity_samples: Optional[int] = typer.Option(None, "--parity-samples", min=1, help="val samples for parity (200)"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0, help="fail if the validation metric (top-1, mAP...) drops more (points)"),
+    parity_samples: Optional[int] = typer.Option(None, "--parity-samples", min=1, help=f"val samples for parity "
+                                                  f"({_d('export', 'parity_samples')})"),
     target: Optional[str] = typer.Option(None, "--target", help="device class the bundle is for: host (this CPU, "
                                          "default) | x86-avx2 | x86-vnni | x86-bf16 | x86-amx | arm64 | tensorrt; "
                                          "decides the INT8 weight range, Q/DQ flavour and bf16/fp16 compute"),
@@ -218,14 +217,14 @@ def export(
                                             "(edgeft keygen, or ssh-keygen -t ed25519)"),
 ):
     """Export a run to a verified bundle: edgeft export runs/r18 --format openvino --int8"""
+    from . import api
     from .errors import UnsupportedError
-    from .stages.export import export as run_export
 
     if fp16 + bf16 + int8 > 1:
         given = " and ".join(f for f, on in (("--fp16", fp16), ("--bf16", bf16), ("--int8", int8)) if on)
         raise UnsupportedError(f"{given} are mutually exclusive", hint="pick one precision per bundle")
     precision = "int8" if int8 else "fp16" if fp16 else "bf16" if bf16 else "fp32"
-    m = run_export(run, format=format, precision=precision, calib_data=calib_data, calib_size=calib_size, out=out,
+    m = api.export(run, format=format, precision=precision, calib_data=calib_data, calib_size=calib_size, out=out,
                    max_drop=max_drop, parity_samples=parity_samples, target=target, force=force,
                    sign_key=str(sign_key) if sign_key else None)
     b = out or m.get("_out") or _bundle_path(run, format, m["precision"], target)
@@ -241,7 +240,8 @@ def _bundle_path(run, fmt, precision, target):
 @app.command()
 def build(bundle: Path = typer.Argument(..., help="a TensorRT bundle (format tensorrt)")):
     """(Re)build a TensorRT engine on this device from the bundle's ONNX: edgeft build BUNDLE"""
-    from .backends import backend_module
+    from .backends import backend_for
+    from .backends import tensorrt as trt
     from .bundle import read_manifest, write_manifest
     from .errors import UnsupportedError
 
@@ -249,7 +249,7 @@ def build(bundle: Path = typer.Argument(..., help="a TensorRT bundle (format ten
     if m["format"] != "tensorrt":
         raise UnsupportedError(f"{bundle} is a {m['format']} bundle; only TensorRT engines are device-specific",
                                hint="export a TensorRT bundle: edgeft export RUN --format tensorrt")
-    trt = backend_module("tensorrt")        # BackendUnavailable (exit 2) with the install hint
+    backend_for("tensorrt")        # BackendUnavailable (exit 2) with the install hint
     old = (m.get("engine") or {}).get("gpu")
     log.info(f"building the TensorRT engine for this GPU from {m['model_files']['onnx']} (takes a while) ...")
     built = trt.rebuild(bundle, m)
@@ -335,20 +335,19 @@ def _predict_body(bundle, inputs, top_k, json_out, threads, allow_failed):
     import json as _json
 
     from . import runtime
-    from .data.images import IMAGE_EXTS
     from .errors import DataError
 
-    files: list[Path] = []
     for p in inputs:
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS | {".wav"})
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"input {str(p)!r} does not exist", hint="pass image files or folders")
-    if not files:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+        if not p.exists():
+            raise DataError(f"input {str(p)!r} does not exist", hint="pass files or folders")
     with runtime.load(bundle, threads=threads, allow_failed=allow_failed) as model:
+        exts, word = model.task.input_exts, model.task.input_word
+        files: list[Path] = []
+        for p in inputs:
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in exts) if p.is_dir() else [p]
+        if not files:
+            raise DataError(f"no {word} found in {', '.join(map(str, inputs))}",
+                            hint=f"a {model.task_name} bundle reads {', '.join(sorted(exts))}")
         preds, skipped = [], []
         for f in files:
             try:
@@ -357,14 +356,14 @@ def _predict_body(bundle, inputs, top_k, json_out, threads, allow_failed):
                 skipped.append((f, e.message))
     if not preds:
         raise DataError(f"none of the {len(files)} input(s) could be read: {skipped[0][1]}",
-                        hint="pass readable images (or .wav clips for keyword spotting)")
+                        hint=f"pass readable {word}")
+    task = model.task
     if json_out:
-        log.result(_json.dumps([{"input": str(f), "top": [{"label": l, "prob": round(p, 6)} for l, p in pr]}
-                                for f, pr in preds] + [{"input": str(f), "error": why} for f, why in skipped],
-                               indent=1))
+        log.result(_json.dumps([{"input": str(f), **task.prediction_json(pr)} for f, pr in preds]
+                               + [{"input": str(f), "error": why} for f, why in skipped], indent=1))
     else:
         for f, pr in preds:
-            log.result(f"{f}: " + ", ".join(f"{l} {p:.3f}" for l, p in pr))
+            log.result(f"{f}: {task.format_prediction(pr)}")
     if skipped:
         log.warn(f"skipped {len(skipped)} unreadable input(s): " + "; ".join(why for _, why in skipped[:3]))
     if not json_out:
@@ -419,7 +418,7 @@ def bench(
     artifacts: List[Path] = typer.Argument(None, help="bundles and/or run folders (a run = PyTorch FP32 reference)"),
     data: Optional[str] = typer.Option(None, "--data", help="folder of class sub-folders or built-in name[:split] "
                                        "(default: the model's built-in dataset, test split)"),
-    scenario: str = typer.Option("single_stream", "--scenario", help="single_stream | offline | camera | audio_stream"),
+    scenario: str = typer.Option("single_stream", "--scenario", help=" | ".join(_scenarios())),
     profile: str = typer.Option("dev", "--profile", help="smoke (CI, ~3 s/artifact) | dev (5 x 10 s) | report (5 x 120 s)"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="threads for every backend (default: all cores)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="result folder (default runs/bench/<run id>)"),
@@ -616,14 +615,14 @@ def data_make_video(out: Path = typer.Argument(..., help="video file to write (.
                     size: int = typer.Option(224, "--size", min=8, help="frame width = height")):
     """Make an offline test video from dataset images (OpenCV VideoWriter)."""
     from .bench.camera import frames_from_samples, make_video
-    from .bench.data import _image_samples
+    from .tasks.image_cls.device import image_samples
 
     name, _, _ = data.partition(":")
     from .data.images import BUILTIN, builtin_split_raw
 
     labels = builtin_split_raw(name, "test")[2] if name in BUILTIN else sorted(
         d.name for d in Path(data).iterdir() if d.is_dir())
-    s = _image_samples(data, labels, None)
+    s = image_samples(data, labels, None)
     n = int(round(fps * seconds))
     frames = frames_from_samples(s, n, size=size)
     while len(frames) < n:
@@ -644,10 +643,10 @@ def run_cmd(
     set_: Optional[List[str]] = SetOpt,
 ):
     """The whole pipeline from one recipe, resumable stage by stage: edgeft run image_cls/default"""
-    from .pipeline import run_pipeline
+    from . import api
 
     o = out or Path("runs") / Path(recipe).stem
-    run_pipeline(recipe, o if out else None, overrides=set_ or (), profile=profile, threads=threads, until=until)
+    api.run(recipe, out=o if out else None, overrides=set_ or (), profile=profile, threads=threads, until=until)
     log.result(f"pipeline folder: {o} (summary.md, bench/result.json, bench/plots/)")
     log.next_step(*_predict_hints(o), f"edgeft run {recipe}  (re-run: finished stages are kept)")
 

@@ -42,6 +42,11 @@ class Pipeline:
         self.profile = profile
         self.threads = threads
         self.rows: list[tuple[str, str, str, str]] = []
+        from .tasks import device_task
+        from .tasks.base import metric_name
+
+        self.metric = device_task(recipe.task).metric
+        self.mname = metric_name(self.metric)
 
     def save(self) -> None:
         atomic_write_json(self.state_path, self.state)
@@ -64,12 +69,12 @@ class Pipeline:
             if prev.get("hash") not in (None, h):
                 raise RunError(f"{d} was trained from a different recipe (train/data/model sections changed)",
                                hint=f"use --out NEW_DIR for the new recipe (the finished run in {d} is kept)")
-            self.rows.append(("finetune", "cached", "0s", _ft_detail(m)))
+            self.rows.append(("finetune", "cached", "0s", _ft_detail(m, self.metric)))
             return d
         t = time.perf_counter()
         resume = (d / "last.pt").is_file()
         m = finetune(self.r, d, resume=resume)
-        self.record("finetune", "done", time.perf_counter() - t, _ft_detail(m), hash=h)
+        self.record("finetune", "done", time.perf_counter() - t, _ft_detail(m, self.metric), hash=h)
         return d
 
     def prune(self, parent: Path) -> Path:
@@ -78,11 +83,9 @@ class Pipeline:
         cfg = self.r.compress.prune
         return self._child_stage(
             "prune", parent, cfg,
-            lambda d: prune(parent, out=d, ratio=cfg.ratio, method=cfg.method, round_to=cfg.round_to,
-                            epochs=cfg.epochs, iterative=cfg.iterative, lr=cfg.lr, distill=cfg.distill,
-                            global_pruning=cfg.global_pruning, max_drop=cfg.max_drop,
-                            resume=(d / "last.pt").is_file()),
-            lambda m: f"{m['macs_ratio']:.2f}x MACs kept, val top-1 {m['val_top1']:.4f}")
+            lambda d: prune(parent, out=d, **cfg.model_dump(), target_macs=None, target_latency_ms=None,
+                            resume=(d / "last.pt").is_file(), threads=None),
+            lambda m: f"{m['macs_ratio']:.2f}x MACs kept, val {self.mname} {m[f'val_{self.metric}']:.4f}")
 
     def qat(self, parent: Path) -> Path:
         from .stages.qat import qat
@@ -90,9 +93,8 @@ class Pipeline:
         cfg = self.r.compress.qat
         return self._child_stage(
             "qat", parent, cfg,
-            lambda d: qat(parent, out=d, epochs=cfg.epochs, lr=cfg.lr, flavour=cfg.flavour, target=cfg.target,
-                          calib_size=cfg.calib_size, max_drop=cfg.max_drop),
-            lambda m: f"val top-1 {m['val_top1']:.4f} (PTQ init {m['ptq_val_top1']:.4f})")
+            lambda d: qat(parent, out=d, **cfg.model_dump(), resume=False, threads=None),
+            lambda m: f"val {self.mname} {m[f'val_{self.metric}']:.4f} (PTQ init {m[f'ptq_val_{self.metric}']:.4f})")
 
     def _child_stage(self, name: str, parent: Path, cfg, run, detail) -> Path:
         """A stage derived from ``parent``'s model: cached while the parent's weights and ``cfg`` are unchanged."""
@@ -201,16 +203,22 @@ class Pipeline:
         return text
 
 
-def _ft_detail(m: dict) -> str:
-    s = f"val top-1 {m.get('val_top1', float('nan')):.4f}"
-    if m.get("test_top1") is not None:
-        s += f", test top-1 {m['test_top1']:.4f}"
+def _ft_detail(m: dict, metric: str = "top1") -> str:
+    from .tasks.base import metric_name
+
+    name = metric_name(metric)
+    s = f"val {name} {m.get(f'val_{metric}', float('nan')):.4f}"
+    if m.get(f"test_{metric}") is not None:
+        s += f", test {name} {m[f'test_{metric}']:.4f}"
     return s + f", {m.get('epochs')} epochs, {m.get('train_time_s')}s"
 
 
 def _ex_detail(m: dict) -> str:
     a = m["parity"]["accuracy"]
-    return (f"val top-1 {a['top1']:.4f} (PyTorch {a['top1_pytorch_fp32']:.4f}), max-abs-diff "
+    from .tasks.base import metric_name
+
+    k = a.get("metric", "top1")
+    return (f"val {metric_name(k)} {a[k]:.4f} (PyTorch {a[f'{k}_pytorch_fp32']:.4f}), max-abs-diff "
             f"{m['parity']['max_abs_diff']:.1e}")
 
 

@@ -13,202 +13,20 @@ Example::
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
 from .errors import RecipeError, did_you_mean
-from .targets import TARGET_NAMES
+from .sections import (RECIPE_CLASSES, BenchCfg, CompressCfg, DataCfg, ExportCfg,  # noqa: F401
+                       ExportTarget, ModelCfg, PruneCfg, QatCfg, RecipeBase, Section, TrainCfg,
+                       register_recipe_class)
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
-
-# ----------------------------------------------------------------------------------------- sections
-class ModelCfg(Section):
-    name: str = Field(description="registered model name; `edgeft models` lists them")
-    pretrained: bool = Field(False, description="start from the model's pretrained weights (ImageNet)")
-    weights: Optional[str] = Field(None, description="local state_dict file (.pth/.pt/.safetensors) to start from")
-    dropout: Optional[float] = Field(None, ge=0, lt=1, description="dropout before the head (model default if null)")
-
-
-class DataCfg(Section):
-    source: str = Field("fashion-mnist", description="built-in dataset name or a folder path")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="held-out fraction when the source has no val split")
-    test_fraction: float = Field(0.0, ge=0, lt=1, description="extra held-out test fraction for single folders")
-    split_seed: int = 0
-    train_limit: Optional[int] = Field(None, gt=0, description="use a seeded subset of N training samples")
-    val_limit: Optional[int] = Field(None, gt=0)
-    test_limit: Optional[int] = Field(None, gt=0)
-    strict: bool = Field(False, description="fail on corrupt files instead of skipping them with a warning")
-    workers: int = Field(0, ge=0, description="decode threads for image folders (0 = auto)")
-
-
-class ImageInputCfg(Section):
-    """Deployment preprocessing: identical in training eval, export parity and the torch-free runtime."""
-
-    size: int = Field(32, ge=8, le=1024, description="model input height = width")
-    resize: Optional[int] = Field(None, ge=8, le=2048, description="resize target before the center crop")
-    resize_mode: Literal["square", "shorter"] = "square"
-    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.resize is not None and self.resize < self.size:
-            raise ValueError(f"input.resize ({self.resize}) must be >= input.size ({self.size})")
-        if any(s <= 0 for s in self.std):
-            raise ValueError("input.std values must be > 0")
-        return self
-
-    @property
-    def resize_to(self) -> int:
-        return self.resize or self.size
-
-
-class AugmentCfg(Section):
-    hflip: bool = True
-    pad_crop: int = Field(0, ge=0, description="random crop after zero padding by N pixels")
-    random_resized_crop: Optional[tuple[float, float]] = Field(None, description="area scale range, e.g. [0.5, 1]")
-
-    @field_validator("random_resized_crop")
-    @classmethod
-    def _rrc(cls, v):
-        if v is not None and not (0 < v[0] <= v[1] <= 1):
-            raise ValueError("needs 0 < low <= high <= 1")
-        return v
-
-
-class TrainCfg(Section):
-    epochs: int = Field(10, gt=0)
-    batch_size: int = Field(128, gt=0)
-    eval_batch_size: int = Field(256, gt=0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    scheduler: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: float = Field(1.0, ge=0)
-    min_lr_ratio: float = Field(0.01, ge=0, le=1)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the first N epochs")
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: Literal["auto", "on", "off"] = "auto"
-    grad_clip: Optional[float] = Field(5.0, gt=0)
-    bn_momentum: Optional[float] = Field(
-        0.1, gt=0, lt=1, description="BatchNorm running-stat momentum while training (null: keep the model's). "
-        "torchvision's MobileNetV3/EfficientNet use 0.01, tuned for ImageNet-length epochs: over a few hundred "
-        "steps their running statistics lag the weights and eval collapses to one class (seen: MobileNetV3-Small, "
-        "3 epochs of 94 steps, val top-1 0.10 with 0.01)")
-    early_stopping_patience: Optional[int] = Field(None, gt=0, description="stop after N epochs without val gain")
-    max_batches_per_epoch: Optional[int] = Field(None, gt=0, description="cap an epoch (smoke runs)")
-    seed: int = 0
-    deterministic: bool = True
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    threads: Optional[int] = Field(None, gt=0, description="torch intra-op threads (default: all cores)")
-
-
-Format = Literal["onnx", "onnxruntime", "openvino", "tensorrt"]
-PrecisionName = Literal["fp32", "fp16", "bf16", "int8"]
-TargetName = Literal[TARGET_NAMES]  # host (this machine's CPU class), x86-avx2, x86-vnni, ... (edgeft.targets)
-
-
-class ExportTarget(Section):
-    format: Format
-    precision: PrecisionName = "fp32"
-    target: Optional[TargetName] = Field(None, description="device class the bundle is for (default: host)")
-
-
-class ExportCfg(Section):
-    targets: list[ExportTarget] = Field(default_factory=lambda: [ExportTarget(format="onnx")])
-    opset: int = Field(17, ge=13, le=23)
-    calib_size: int = Field(300, gt=0, description="calibration samples for INT8 PTQ")
-    parity_samples: int = Field(200, gt=0, description="validation samples for the parity check")
-    max_drop: Optional[float] = Field(None, ge=0, description="fail when INT8 val top-1 drops more (points)")
-
-
-class PruneCfg(Section):
-    ratio: float = Field(0.5, gt=0, lt=1, description="fraction of channels removed per prunable layer")
-    method: Literal["magnitude", "taylor", "bn_scale", "random"] = "magnitude"
-    global_pruning: bool = False
-    round_to: Optional[int] = Field(8, gt=0)
-    iterative: int = Field(1, gt=0, description="prune in K steps with recovery fine-tuning between them")
-    epochs: int = Field(2, ge=0, description="recovery fine-tuning epochs (after each step)")
-    lr: Optional[float] = Field(None, gt=0, description="recovery LR (default: train.lr / 10)")
-    distill: float = Field(0.0, ge=0, le=1, description="weight of KD loss from the unpruned model (0 = off)")
-    max_drop: Optional[float] = Field(None, ge=0)
-
-
-class QatCfg(Section):
-    epochs: int = Field(1, ge=0)
-    lr: Optional[float] = Field(None, gt=0, description="QAT LR (default: train.lr / 100)")
-    flavour: Literal["cpu", "tensorrt"] = Field(
-        "cpu", description="cpu: NNCF u8 activations / s8 weights tuned for the CPU runtime; "
-                           "tensorrt: symmetric s8 activations and weights (TensorRT explicit quantization)")
-    calib_size: int = Field(300, gt=0)
-    max_drop: Optional[float] = Field(None, ge=0)
-    target: Optional[TargetName] = Field(None, description="device class the INT8 weights are for (default: host)")
-
-
-class CompressCfg(Section):
-    prune: Optional[PruneCfg] = None
-    qat: Optional[QatCfg] = None
-
-
-class BenchCfg(Section):
-    data: Optional[str] = Field(None, description="held-out data for `edgeft run`'s bench (default: the built-in "
-                                                  "dataset's test split, or DATA/test | DATA/val)")
-    scenario: Literal["single_stream", "offline", "camera", "audio_stream"] = "single_stream"
-    profile: Literal["smoke", "dev", "report"] = "dev"
-    threads: Optional[int] = Field(None, gt=0)
-    data_limit: Optional[int] = Field(None, gt=0, description="accuracy run on the first N samples only")
-    reference: bool = Field(True, description="include the PyTorch FP32 run as the reference row")
-
-
-class _RecipeBase(Section):
-    name: Optional[str] = None
-    description: str = ""
-    model: ModelCfg
-    data: DataCfg = Field(default_factory=DataCfg)
-    train: TrainCfg = Field(default_factory=TrainCfg)
-    export: ExportCfg = Field(default_factory=ExportCfg)
-    compress: CompressCfg = Field(default_factory=CompressCfg)
-    bench: BenchCfg = Field(default_factory=BenchCfg)
-
-    def hash(self) -> str:
-        """Stable hash of the resolved recipe (what produced an artifact)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    def to_yaml(self, header: str = "") -> str:
-        body = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
-        return (header + body) if header else body
-
-
-class ImageClsRecipe(_RecipeBase):
-    task: Literal["image_cls"] = "image_cls"
-    input: ImageInputCfg = Field(default_factory=ImageInputCfg)
-    augment: AugmentCfg = Field(default_factory=AugmentCfg)
-
-
-Recipe = Union[ImageClsRecipe, Any]  # KwsRecipe is registered by edgeft.tasks.kws
-
-RECIPE_CLASSES: dict[str, type[_RecipeBase]] = {"image_cls": ImageClsRecipe}
-
-
-def register_recipe_class(task: str, cls: type[_RecipeBase]) -> None:
-    RECIPE_CLASSES[task] = cls
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -358,7 +176,7 @@ def list_recipes() -> list[str]:
                   if "_base" not in p.parts)
 
 
-def load_recipe(recipe: str | os.PathLike, overrides=()) -> _RecipeBase:
+def load_recipe(recipe: str | os.PathLike, overrides=()) -> RecipeBase:
     """Load, merge bases, apply ``--set`` overrides, validate. Raises :class:`RecipeError` on any problem."""
     path = resolve_recipe_path(recipe)
     data, prov = _load_file(path)
@@ -366,11 +184,11 @@ def load_recipe(recipe: str | os.PathLike, overrides=()) -> _RecipeBase:
     return validate_recipe(data, prov, default_name=path.stem, where=_rel(path))
 
 
-def recipe_from_dict(data: dict, where: str = "<recipe>") -> _RecipeBase:
+def recipe_from_dict(data: dict, where: str = "<recipe>") -> RecipeBase:
     return validate_recipe(copy.deepcopy(data), {}, default_name=data.get("name") or "recipe", where=where)
 
 
-def validate_recipe(data: dict, prov: dict, default_name: str, where: str) -> _RecipeBase:
+def validate_recipe(data: dict, prov: dict, default_name: str, where: str) -> RecipeBase:
     _ensure_task_classes()
     task = data.get("task")
     if task is None:
@@ -387,11 +205,12 @@ def validate_recipe(data: dict, prov: dict, default_name: str, where: str) -> _R
 
 
 def _ensure_task_classes() -> None:
-    if "kws" not in RECIPE_CLASSES:
-        try:
-            from .tasks import kws_recipe  # noqa: F401  (registers KwsRecipe; torch-free)
-        except ImportError:
-            pass
+    """Import every registered task's recipe module (each registers its recipe class; torch-free)."""
+    from .tasks import TASKS, recipe_module
+
+    for name in TASKS:
+        if name not in RECIPE_CLASSES:
+            recipe_module(name)
 
 
 def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

@@ -579,12 +579,12 @@ def _bench_args(cfg, remote_bundles: list[str], data: str, rdir: str, source: st
 
 def _bench_one(dev: Device, bundles: list[Path], cfg, data_dir: Path, data_name: str, source: Path | None,
                wheel: Path, out: Path) -> dict:
-    from .backends import RUNTIME_MODULE
+    from .backends import format_backend
     from .bundle import read_manifest
 
     t0 = time.perf_counter()
     formats = {read_manifest(b, verify=False)["format"] for b in bundles}
-    mods = list(_BASE_MODULES) + sorted({RUNTIME_MODULE[f] for f in formats})
+    mods = list(_BASE_MODULES) + sorted({format_backend(f).package for f in formats})
     res = probe(dev, mods)
     py = dev.python or "python3"
     venv_py = f"{dev.wd}/venv/bin/python"

@@ -208,6 +208,15 @@ def bundle_target(t: Target, fmt: str, precision: str, requested: str | None) ->
                             if pol.simulated else {})}}
 
 
+def qat_target_name(qat: dict) -> str:
+    """The target of a QAT run (runs made before targets: from the flavour and the overflow fix)."""
+    if qat.get("target"):
+        return qat["target"]
+    if qat.get("flavour") == "tensorrt":
+        return "tensorrt"
+    return "x86-avx2" if (qat.get("quantization") or {}).get("overflow_fix") == "enable" else "x86-vnni"
+
+
 def legacy_target(m: dict) -> dict:
     """A target section for manifests written before targets existed (the weight range from the quantization)."""
     q = m.get("quantization") or {}

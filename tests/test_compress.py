@@ -10,9 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeft.errors import RunError, UnsupportedError
 from edgeft.qdq import tensorrt_violations
 from edgeft.rundir import load_model
-from edgeft.stages.export import export
-from edgeft.stages.prune import prune
-from edgeft.stages.qat import qat
+from edgeft import export, prune, qat
 
 from .conftest import make_quant_hostile_run
 
@@ -51,7 +49,7 @@ def test_ratio_that_empties_a_layer_is_a_clear_error(tiny_run, tmp_path, cli):
 
 
 def test_prune_ratio_search_for_a_mac_target(tiny_run, tmp_path):
-    m = prune(tiny_run, out=tmp_path / "s", ratio=None, target_macs=0.5, round_to=None, epochs=0)
+    m = prune(tiny_run, out=tmp_path / "s", ratio=None, target_macs=0.5, round_to=0, epochs=0)
     assert m["search"]["target"] == pytest.approx(0.5 * m["before"]["macs"])
     assert m["after"]["macs"] <= 0.5 * m["before"]["macs"] and 0 < m["config"]["ratio"] < 0.9
 

@@ -90,7 +90,7 @@ def test_eval_split_labels_must_match_model(tmp_path):
 
 def test_training_tensors_equal_runtime_preprocessing_of_the_files(digits_folder):
     """The in-memory training path and the device runtime's decode of the same PNG give the same input."""
-    from edgeft.tasks.image_cls import normalize
+    from edgeft.tasks.image_cls.task import normalize
 
     p = Preprocess(size=24, resize=28, mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3))
     ds = load_image_dataset(str(digits_folder), p, val_fraction=0.2)

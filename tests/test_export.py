@@ -101,7 +101,7 @@ def test_max_drop_gate_fails_keeps_files_marked(tiny_run, tmp_path, cli):
     with pytest.raises(BundleError, match="marked 'failed_gate'"):
         runtime.load(out)
     with runtime.load(out, allow_failed=True) as model:
-        assert model.infer(np.zeros((1, 3, 16, 16), np.float32)).shape == (1, 10)
+        assert model.infer(np.zeros((1, 3, 16, 16), np.float32))["logits"].shape == (1, 10)
 
 
 def test_onnx_file_that_is_not_a_model(bundles, tmp_path, cli):

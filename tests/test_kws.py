@@ -20,7 +20,7 @@ needs_tts = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which
 def test_logmel_matches_torchaudio_and_torch_port():
     import torchaudio
 
-    from edgeft.tasks.kws import torch_logmel
+    from edgeft.tasks.kws.task import torch_logmel
 
     lm = LogMel()
     x = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)

@@ -234,7 +234,7 @@ def test_bf16_export_on_a_bf16_cpu(tiny_run, tmp_path):
 
 
 def test_qat_weights_are_for_one_target(tiny_run, tmp_path, cli):
-    from edgeft.stages.qat import qat
+    from edgeft import qat
 
     m = qat(tiny_run, out=tmp_path / "q", epochs=0, calib_size=64, target="x86-vnni")
     assert m["target"] == "x86-vnni" and m["quantization"]["overflow_fix"] == "first_layer_only"

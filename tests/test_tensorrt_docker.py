@@ -16,9 +16,9 @@ DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile.*"))
 
 
 def _trt_available() -> bool:
-    from edgeft.backends.tensorrt import unavailable_reason
+    from edgeft.backends import get_backend
 
-    return unavailable_reason() is None
+    return get_backend("tensorrt").unavailable_reason() is None
 
 
 def test_support_table_rejects_what_tensorrt_cannot_do():
@@ -69,10 +69,35 @@ def test_cli_without_tensorrt_says_how_to_install(cli, tiny_run, tmp_path):
     assert r.code == 2 and "tensorrt" in r.err
 
 
-def test_import_edgeft_does_not_need_tensorrt():
-    r = subprocess.run([sys.executable, "-c", "import sys, edgeft, edgeft.runtime, edgeft.backends, edgeft.bench.harness; "
-                                        "print('tensorrt' in sys.modules)"], capture_output=True, text=True, cwd=ROOT)
-    assert r.stdout.strip() == "False", r.stderr
+IMPORT_PROBE = """
+import importlib.abc, sys
+tried = []
+class Watch(importlib.abc.MetaPathFinder):   # records (and refuses) every attempt to import these packages
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {blocked}:
+            tried.append(name)
+            raise ImportError(name + " is blocked")
+sys.meta_path.insert(0, Watch())
+import edgeft, edgeft.runtime, edgeft.backends, edgeft.bench, edgeft.bench.harness, edgeft.bench.report
+import edgeft.bench.scenarios.single_stream, edgeft.bench.scenarios.camera, edgeft.bench.scenarios.audio_stream
+import edgeft.tasks.image_cls.device, edgeft.tasks.kws.device, edgeft.runtime.kws, edgeft.remote, edgeft.cli
+from edgeft.backends import formats, report, support_table
+formats(); report(); support_table()
+print(sorted(set(tried)))
+"""
+
+
+@pytest.mark.parametrize("blocked", [("tensorrt", "cuda"), ("torch", "torchvision", "torchaudio", "nncf")])
+def test_device_side_imports_never_touch_training_or_gpu_packages(blocked):
+    """Importing the device side (runtime, bench, backends, the CLI) attempts no import of TensorRT/CUDA or of
+    torch: every attempt is recorded by a meta-path hook, so this fails wherever such an import is added,
+    whether or not the package is installed here. The backend report does try TensorRT (that is its job)."""
+    code = IMPORT_PROBE.replace("{blocked}", repr(set(blocked)))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    tried = eval(r.stdout.strip())
+    expected = ["tensorrt"] if "tensorrt" in blocked else []   # report() asks whether TensorRT is installed
+    assert tried == expected, (tried, r.stderr[-500:])
 
 
 @pytest.mark.tensorrt

@@ -15,60 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import Backend, BuildConfig, Precision
 from .base import Runner as _Runner
 
 
-def unavailable_reason() -> str | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as e:
-        return f"{e}"
-    return None
-
-
-def version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
-
-
-def convert_extra(onnx_path: Path, out_dir: Path, stem: str, precision: str) -> str:
-    """Ship an auxiliary FP32 graph (e.g. a streaming model) as is."""
-    shutil.copyfile(onnx_path, out_dir / f"{stem}.onnx")
-    return f"{stem}.onnx"
-
-
-def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray] | None, options: dict) -> dict:
-    """Write ``out_dir/model.onnx`` for ONNX Runtime; returns manifest details."""
-    out = out_dir / "model.onnx"
-    if options.get("from_qat") and options.get("format", "onnxruntime") == "onnxruntime":
-        # the QAT Q/DQ graph as it is, with its weight quantizers folded into int8 constants (same outputs);
-        # format onnx keeps the graph untouched (the portable Q->DQ weight pattern TensorRT parses)
-        from ..qdq import fold_weight_quantizers
-
-        fold = fold_weight_quantizers(onnx_path, out)
-        q = dict(options.get("qat_quantization") or {})
-        q["weights_stored"] = f"int8 constants ({fold['folded']} weight QuantizeLinear folded)" if fold["folded"] \
-            else "fp32 behind QuantizeLinear"
-        return {"model_files": {"model": "model.onnx"}, "quantization": q}
-    if precision == "fp32" or options.get("from_qat"):
-        shutil.copyfile(onnx_path, out)
-        return {"model_files": {"model": "model.onnx"},
-                "quantization": options.get("qat_quantization") if options.get("from_qat") else None}
-    if precision != "int8":  # pragma: no cover - excluded by the support table
-        raise ValueError(precision)
-    return quantize_static_qdq(onnx_path, out, calib, options) | {"model_files": {"model": "model.onnx"}}
-
-
-def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[np.ndarray], options: dict) -> dict:
+def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[dict[str, np.ndarray]], target,
+                        calibration: str = "minmax") -> dict:
+    """ORT ``quantize_static`` to a Q/DQ graph in the flavour of ``target`` (u8s8, 7-bit weights without VNNI;
+    s8s8 symmetric for TensorRT); ``calib`` is a list of feed dicts."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    target = options["target"]
     sym = target.qdq_flavour == "s8s8_sym"
     reduce_range = (not sym) and not target.int8_full_range
-    input_name = options.get("input_name", "input")
     pre = out.with_name("pre.onnx")
     try:
         from ..utils.log import captured
@@ -84,11 +44,10 @@ def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[np.ndarray], opt
             self._it = iter(calib)
 
         def get_next(self):
-            b = next(self._it, None)
-            return None if b is None else {input_name: b}
+            return next(self._it, None)
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[options.get("calibration", "minmax")]
+              "percentile": CalibrationMethod.Percentile}[calibration]
     from ..utils.log import captured
 
     with captured("onnxruntime.quantization"):
@@ -101,11 +60,17 @@ def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[np.ndarray], opt
     for extra in out.parent.glob("*.onnx-*"):  # ORT may leave calibration side files
         extra.unlink()
     return {"quantization": {
-        "method": "ptq", "tool": f"onnxruntime {version()} quantize_static", "format": "QDQ",
+        "method": "ptq", "tool": f"onnxruntime {_ort_version()} quantize_static", "format": "QDQ",
         "qdq_flavour": "s8s8_sym" if sym else "u8s8", "target": target.name,
         "activations": "int8 symmetric per-tensor" if sym else "uint8 asymmetric per-tensor",
         "weights": "int8 symmetric per-channel" + (f" (7-bit range: target {target.name})" if reduce_range else ""),
-        "reduce_range": reduce_range, "calibration_method": options.get("calibration", "minmax")}}
+        "reduce_range": reduce_range, "calibration_method": calibration}}
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 class Runner(_Runner):
@@ -134,8 +99,6 @@ class Runner(_Runner):
             providers.insert(0, "CUDAExecutionProvider")
         path = Path(self.bundle_dir) / self.manifest["model_files"]["model"]
         self.sess = ort.InferenceSession(str(path), so, providers=providers)
-        self.input_name = self.sess.get_inputs()[0].name
-        self.output_name = self.sess.get_outputs()[0].name
         used = self.sess.get_providers()
         self.info = {"backend": "onnxruntime", "version": ort.__version__, "providers": used,
                      "intra_op_threads": self.threads or "default (physical cores)",
@@ -145,16 +108,59 @@ class Runner(_Runner):
         if self.device and self.device.startswith("cuda") and used[0] != "CUDAExecutionProvider":
             self.info["fallback"] = f"asked for {self.device} but ONNX Runtime runs on {used[0]}"
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
-        return self.sess.run([self.output_name], {self.input_name: x})[0]
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.sess.run(None, feeds)))
 
     def io(self):
         dims = lambda a: [d if isinstance(d, int) and d > 0 else None for d in a.shape]  # noqa: E731
         return ([(a.name, dims(a)) for a in self.sess.get_inputs()], [(a.name, dims(a)) for a in self.sess.get_outputs()])
 
-    def infer_outputs(self, feeds: dict) -> list:
-        """All outputs for named inputs (streaming models with state)."""
-        return self.sess.run(None, feeds)
-
     def close(self) -> None:
         self.sess = None
+
+
+class OnnxRuntimeBackend(Backend):
+    """Formats ``onnx`` (the portable graph: FP32, or a QAT run's Q/DQ graph) and ``onnxruntime``."""
+
+    name = "onnxruntime"
+    package = "onnxruntime"
+    Runner = Runner
+    install = "install with pip install 'edgeft[runtime]'"
+    formats = {
+        "onnx": {"fp32": None,
+                 "fp16": "a plain ONNX bundle is the portable FP32 (or QAT Q/DQ) graph; for FP16 use --format "
+                         "openvino --fp16 or --format tensorrt --fp16",
+                 "bf16": "ONNX Runtime's CPU kernels have no bf16; for BF16 use --format openvino --bf16",
+                 "int8": None},   # only from a QAT run (the Q/DQ graph is the model): check_supported says so
+        "onnxruntime": {"fp32": None,
+                        "fp16": "ONNX Runtime's CPU execution provider has no fast FP16 kernels; use --format "
+                                "openvino --fp16 or --format tensorrt --fp16",
+                        "bf16": "ONNX Runtime's CPU kernels have no bf16; use --format openvino --bf16",
+                        "int8": None},
+    }
+
+    def convert_extra(self, onnx_path: Path, out_dir: Path, stem: str, precision: str) -> str:
+        """Ship an auxiliary FP32 graph (e.g. a streaming model) as is."""
+        shutil.copyfile(onnx_path, out_dir / f"{stem}.onnx")
+        return f"{stem}.onnx"
+
+    def build(self, onnx_path: Path, out_dir: Path, cfg: BuildConfig) -> dict:
+        """Write ``out_dir/model.onnx`` for ONNX Runtime; returns manifest details."""
+        out = out_dir / "model.onnx"
+        if cfg.from_qat and cfg.format == "onnxruntime":
+            # the QAT Q/DQ graph as it is, with its weight quantizers folded into int8 constants (same outputs);
+            # format onnx keeps the graph untouched (the portable Q->DQ weight pattern TensorRT parses)
+            from ..qdq import fold_weight_quantizers
+
+            fold = fold_weight_quantizers(onnx_path, out)
+            q = dict(cfg.qat_quantization or {})
+            q["weights_stored"] = f"int8 constants ({fold['folded']} weight QuantizeLinear folded)" \
+                if fold["folded"] else "fp32 behind QuantizeLinear"
+            return {"model_files": {"model": "model.onnx"}, "quantization": q}
+        if cfg.precision == Precision.FP32 or cfg.from_qat:
+            shutil.copyfile(onnx_path, out)
+            return {"model_files": {"model": "model.onnx"}, "quantization": cfg.qat_quantization if cfg.from_qat else None}
+        if cfg.precision != Precision.INT8:  # pragma: no cover - excluded by the support table
+            raise ValueError(cfg.precision)
+        return quantize_static_qdq(onnx_path, out, cfg.calib, cfg.target, cfg.options.get("calibration", "minmax")) \
+            | {"model_files": {"model": "model.onnx"}}

@@ -16,59 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import Backend, BuildConfig, Precision
 from .base import Runner as _Runner
-
-
-def unavailable_reason() -> str | None:
-    try:
-        import openvino  # noqa: F401
-    except ImportError as e:
-        return f"{e}"
-    return None
-
-
-def version() -> str:
-    import openvino
-
-    return openvino.get_version()
-
-
-def convert_extra(onnx_path: Path, out_dir: Path, stem: str, precision: str) -> str:
-    """Convert an auxiliary FP32 graph (e.g. a streaming model) to IR; INT8 bundles keep it FP32."""
-    import openvino as ov
-
-    ov.save_model(ov.convert_model(str(onnx_path)), str(out_dir / f"{stem}.xml"), compress_to_fp16=precision == "fp16")
-    return f"{stem}.xml"
-
-
-def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray] | None, options: dict) -> dict:
-    import openvino as ov
-
-    model = ov.convert_model(str(onnx_path))
-    xml = out_dir / "model.xml"
-    details: dict = {"model_files": {"model": "model.xml", "weights": "model.bin"}, "quantization": None}
-    if options.get("from_qat"):
-        ov.save_model(model, str(xml), compress_to_fp16=False)
-        details["quantization"] = options.get("qat_quantization")
-        return details
-    target = options["target"]
-    if precision == "int8":
-        model, q = _nncf_ptq(model, calib, target)
-        details["quantization"] = q
-    ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
-    if precision == "fp16":
-        details["compression"] = (f"weights stored as FP16 (compress_to_fp16); computed in "
-                                  f"{target.compute_precision('fp16')} on {target.name} (pinned at load)")
-    elif precision == "bf16":
-        details["compression"] = "FP32 weights in the IR; the CPU plugin computes in bf16 (pinned at load)"
-    return details
 
 
 # what the Runner pins: the bundle's compute precision (INT8 bundles: f32 for the layers left in float)
 _HINT = {"f32": "f32", "bf16": "bf16", "f16": "f16", "int8": "f32"}
 
 
-def _nncf_ptq(model, calib: list[np.ndarray], target):
+def _nncf_ptq(model, calib: list[dict[str, np.ndarray]], target):
     from ..utils.log import captured
 
     with captured("nncf"):
@@ -76,7 +32,10 @@ def _nncf_ptq(model, calib: list[np.ndarray], target):
 
     vnni = target.int8_full_range
     fix = nncf.OverflowFix.FIRST_LAYER if vnni else nncf.OverflowFix.ENABLE
-    items = [b[i:i + 1] for b in calib for i in range(b.shape[0])]
+    # one sample per item, as NNCF expects; a one-input model gets the bare array (as before named feeds)
+    items = [{k: v[i:i + 1] for k, v in b.items()} for b in calib for i in range(next(iter(b.values())).shape[0])]
+    if all(len(it) == 1 for it in items):
+        items = [next(iter(it.values())) for it in items]
     with captured("nncf.quantize"):
         q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
                           subset_size=len(items), fast_bias_correction=True,
@@ -143,12 +102,15 @@ class Runner(_Runner):
                                   f"compute {want} natively", hint="use the fp32 or int8 bundle here, or run this "
                                                                    "one on a CPU with native " + want)
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import openvino as ov
 
-        self.req.set_input_tensor(ov.Tensor(x, shared_memory=True))
-        self.req.infer()
-        return self.req.get_output_tensor(0).data.copy()
+        if len(feeds) == 1:   # the fast path benchmark_app takes: a shared-memory tensor, no dict lookups
+            self.req.set_input_tensor(ov.Tensor(next(iter(feeds.values())), shared_memory=True))
+            self.req.infer()
+        else:
+            self.req.infer(feeds)
+        return {n: self.req.get_output_tensor(i).data.copy() for i, n in enumerate(self.output_names)}
 
     def io(self):
         def dims(port):
@@ -156,11 +118,6 @@ class Runner(_Runner):
 
         name = lambda p: p.get_any_name() if p.get_names() else f"#{p.get_index()}"  # noqa: E731
         return ([(name(p), dims(p)) for p in self.compiled.inputs], [(name(p), dims(p)) for p in self.compiled.outputs])
-
-    def infer_outputs(self, feeds: dict) -> list:
-        """All outputs for named inputs (streaming models with state)."""
-        self.req.infer(feeds)
-        return [self.req.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
 
     def close(self) -> None:
         self.req = None
@@ -173,3 +130,50 @@ def _type_name(t) -> str:
         if name in s or {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[name] in s:
             return name
     return s
+
+
+class OpenVinoBackend(Backend):
+    """Format ``openvino``: an IR (model.xml + model.bin) for OpenVINO's CPU plugin (or GPU/NPU with --device)."""
+
+    name = "openvino"
+    package = "openvino"
+    install = "install with pip install 'edgeft[openvino]'"
+    formats = {"openvino": {"fp32": None, "fp16": None,
+                            "bf16": None,   # on targets with AVX512_BF16 or AMX (edgeft.targets)
+                            "int8": None}}
+    Runner = Runner
+
+    def version(self) -> str:
+        import openvino
+
+        return openvino.get_version()
+
+    def convert_extra(self, onnx_path: Path, out_dir: Path, stem: str, precision: str) -> str:
+        """Convert an auxiliary FP32 graph (e.g. a streaming model) to IR; INT8 bundles keep it FP32."""
+        import openvino as ov
+
+        ov.save_model(ov.convert_model(str(onnx_path)), str(out_dir / f"{stem}.xml"),
+                      compress_to_fp16=precision == "fp16")
+        return f"{stem}.xml"
+
+    def build(self, onnx_path: Path, out_dir: Path, cfg: BuildConfig) -> dict:
+        import openvino as ov
+
+        model = ov.convert_model(str(onnx_path))
+        xml = out_dir / "model.xml"
+        details: dict = {"model_files": {"model": "model.xml", "weights": "model.bin"}, "quantization": None}
+        if cfg.from_qat:
+            ov.save_model(model, str(xml), compress_to_fp16=False)
+            details["quantization"] = cfg.qat_quantization
+            return details
+        target = cfg.target
+        if cfg.precision == Precision.INT8:
+            model, q = _nncf_ptq(model, cfg.calib, target)
+            details["quantization"] = q
+        ov.save_model(model, str(xml), compress_to_fp16=cfg.precision == Precision.FP16)
+        if cfg.precision == Precision.FP16:
+            details["compression"] = (f"weights stored as FP16 (compress_to_fp16); computed in "
+                                      f"{target.compute_precision('fp16')} on {target.name} (pinned at load)")
+        elif cfg.precision == Precision.BF16:
+            details["compression"] = "FP32 weights in the IR; the CPU plugin computes in bf16 (pinned at load)"
+        return details

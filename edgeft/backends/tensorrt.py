@@ -22,30 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, BundleError, UnsupportedError
+from .base import Backend, BuildConfig
 from .base import Runner as _Runner
 
 INSTALL = ("install TensorRT on an NVIDIA machine: pip install 'edgeft[tensorrt]' (NVIDIA's index), or use "
            "docker/Dockerfile.gpu (x86 + GPU) or docker/Dockerfile.jetson")
 OPT_BATCH, MAX_BATCH = 1, 32
 WORKSPACE = 1 << 30
-
-
-def unavailable_reason() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError as e:
-        return f"{e} (TensorRT is not installed)"
-    try:
-        gpu_stamp()
-    except Exception as e:  # noqa: BLE001 - no driver, no device
-        return f"no usable NVIDIA GPU ({type(e).__name__}: {str(e)[:100]})"
-    return None
-
-
-def version() -> str:
-    import tensorrt as trt
-
-    return trt.__version__
 
 
 # ------------------------------------------------------------------------------------------- CUDA
@@ -180,13 +163,14 @@ def has_qdq(onnx_path: Path) -> bool:
     return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(onnx_path)).graph.node)
 
 
-def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray] | None, options: dict) -> dict:
+def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[dict[str, np.ndarray]] | None,
+          options: dict) -> dict:
     """Build ``out_dir/model.engine`` from the ONNX graph (kept as ``model.onnx`` for rebuilds on devices)."""
     import shutil
 
     import tensorrt as trt
 
-    if reason := unavailable_reason():
+    if reason := TensorRtBackend().unavailable_reason():
         raise BackendUnavailable(f"backend 'tensorrt' unavailable: {reason}", hint=INSTALL)
     onnx_out = out_dir / "model.onnx"
     if Path(onnx_path) != onnx_out:
@@ -203,7 +187,7 @@ def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray
         qdq = out_dir / "model_qdq.onnx"
         from ..targets import TARGETS
 
-        quant = quantize_static_qdq(onnx_out, qdq, calib, {**options, "target": TARGETS["tensorrt"]})["quantization"]
+        quant = quantize_static_qdq(onnx_out, qdq, calib, TARGETS["tensorrt"])["quantization"]
         src, explicit = qdq, True
     logger = _logger()
     builder = trt.Builder(logger)
@@ -240,7 +224,7 @@ def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray
             config.set_flag(trt.BuilderFlag.INT8)
         if not explicit:
             calib_cache = out_dir / "calibration.cache"
-            config.int8_calibrator = _calibrator(trt, calib, calib_cache, options.get("input_name", "input"))
+            config.int8_calibrator = _calibrator(trt, calib, calib_cache)
             quant = {"method": "ptq", "tool": f"TensorRT {trt.__version__} IInt8EntropyCalibrator2 (implicit)",
                      "calibration_cache": calib_cache.name, "qdq_flavour": None}
     serialized = builder.build_serialized_network(network, config)
@@ -259,26 +243,28 @@ def build(onnx_path: Path, out_dir: Path, precision: str, calib: list[np.ndarray
     return {"model_files": files, "quantization": quant, "engine": engine}
 
 
-def _calibrator(trt, calib, cache: Path, input_name: str):
+def _calibrator(trt, calib, cache: Path):
     cuda = _Cuda()
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             super().__init__()
-            self.batches = list(calib or [])
+            self.batches = list(calib or [])     # feed dicts
             self.i = 0
-            self.buf, self.ptr = cuda.alloc(max(b.nbytes for b in self.batches)) if self.batches else (None, 0)
+            names = list(self.batches[0]) if self.batches else []
+            self.bufs = {n: cuda.alloc(max(b[n].nbytes for b in self.batches)) for n in names}
 
         def get_batch_size(self):
-            return int(self.batches[0].shape[0]) if self.batches else 1
+            return int(next(iter(self.batches[0].values())).shape[0]) if self.batches else 1
 
         def get_batch(self, names):
             if self.i >= len(self.batches):
                 return None
-            cuda.h2d(self.buf, self.batches[self.i])
+            for n in names:
+                cuda.h2d(self.bufs[n][0], self.batches[self.i][n])
             cuda.sync()
             self.i += 1
-            return [self.ptr]
+            return [self.bufs[n][1] for n in names]
 
         def read_calibration_cache(self):
             return cache.read_bytes() if cache.is_file() else None
@@ -300,9 +286,9 @@ def rebuild(bundle_dir: Path, manifest: dict) -> dict:
                                                                         .get("method") == "qat")})
 
 
-# ----------------------------------------------------------------------------------------- runner
 class Runner(_Runner):
-    """A deserialized engine with device buffers for the max batch; GPU compute time via CUDA events."""
+    """A deserialized engine with device buffers for every I/O tensor at the max batch; GPU compute time via CUDA
+    events (the clock stops only after a stream synchronize)."""
 
     def _load(self) -> None:
         import tensorrt as trt
@@ -317,34 +303,37 @@ class Runner(_Runner):
         self.ctx = self.engine.create_execution_context()
         self.cuda = _Cuda()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.in_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.out_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        inp, out = self.manifest["inputs"][0], self.manifest["outputs"][0]
-        self.in_tail = [int(d) for d in inp["shape"][1:]]
-        self.out_tail = [int(d) for d in out["shape"][1:]]
+        self.ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         mb = int(stamp.get("profile", {}).get("max", MAX_BATCH))
         self.max_batch = mb
-        self._in, self.in_ptr = self.cuda.alloc(4 * mb * int(np.prod(self.in_tail)))
-        self._out, self.out_ptr = self.cuda.alloc(4 * mb * int(np.prod(self.out_tail)))
-        self.ctx.set_tensor_address(self.in_name, self.in_ptr)
-        self.ctx.set_tensor_address(self.out_name, self.out_ptr)
+        self.bufs = {}
+        for n in names:   # [max batch, *static dims]: every edgeft engine has a dynamic batch only
+            tail = [int(d) for d in self.engine.get_tensor_shape(n)][1:]
+            self.bufs[n] = (tail, *self.cuda.alloc(4 * mb * int(np.prod(tail))))
+            self.ctx.set_tensor_address(n, self.bufs[n][2])
         self.ev = (self.cuda.event(), self.cuda.event())
         self._compute = None
         self.info = {"backend": "tensorrt", "version": trt.__version__, **{k: stamp.get(k) for k in
-                     ("gpu", "compute_capability", "precision", "int8_mode")}, "max_batch": mb}
+                     ("gpu", "compute_capability", "precision", "int8_mode")}, "max_batch": mb,
+                     "runs": {"fp32": "f32 (TF32 off)", "fp16": "f16", "int8": "int8"}.get(stamp.get("precision"))}
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
-        b = int(x.shape[0])
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        b = int(next(iter(feeds.values())).shape[0])
         if b > self.max_batch:
-            return np.concatenate([self._infer(x[i:i + self.max_batch]) for i in range(0, b, self.max_batch)])
-        self.ctx.set_input_shape(self.in_name, (b, *self.in_tail))
-        out = np.empty((b, *self.out_tail), np.float32)
-        self.cuda.h2d(self._in, x)
+            parts = [self._run({k: v[i:i + self.max_batch] for k, v in feeds.items()})
+                     for i in range(0, b, self.max_batch)]
+            return {n: np.concatenate([p[n] for p in parts]) for n in self.outs}
+        for n in self.ins:
+            self.ctx.set_input_shape(n, (b, *self.bufs[n][0]))
+            self.cuda.h2d(self.bufs[n][1], feeds[n])
         self.cuda.record(self.ev[0])
         if not self.ctx.execute_async_v3(self.cuda.handle):
             raise BundleError("TensorRT execution failed")
         self.cuda.record(self.ev[1])
-        self.cuda.d2h(out, self._out)
+        out = {n: np.empty((b, *self.bufs[n][0]), np.float32) for n in self.outs}
+        for n in self.outs:
+            self.cuda.d2h(out[n], self.bufs[n][1])
         self.cuda.sync()  # the clock may stop only after this
         self._compute = self.cuda.elapsed_ms(*self.ev)
         return out
@@ -364,3 +353,32 @@ class Runner(_Runner):
     def close(self) -> None:
         self.ctx = None
         self.engine = None
+
+
+class TensorRtBackend(Backend):
+    """Format ``tensorrt``: an engine for the GPU it was built on, plus the ONNX graph to rebuild it."""
+
+    name = "tensorrt"
+    package = "tensorrt"
+    install = INSTALL
+    Runner = Runner
+    formats = {"tensorrt": {"fp32": None, "fp16": None,
+                            "bf16": "edgeft builds TensorRT engines in fp32, fp16 or int8; use --fp16", "int8": None}}
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError as e:
+            return f"{e} (TensorRT is not installed)"
+        try:
+            gpu_stamp()
+        except Exception as e:  # noqa: BLE001 - no driver, no device
+            return f"no usable NVIDIA GPU ({type(e).__name__}: {str(e)[:100]})"
+        return None
+
+    def build(self, onnx_path: Path, out_dir: Path, cfg: BuildConfig) -> dict:
+        return build(onnx_path, out_dir, cfg.precision.value, cfg.calib,
+                     {"from_qat": cfg.from_qat, "qat_quantization": cfg.qat_quantization, **cfg.options})
+
+
+# ----------------------------------------------------------------------------------------- runner

@@ -6,43 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.audio import (SR, SILENCE, TTS_NAME, UNKNOWN, load_clips, make_kws_tts, make_stream, read_wav,
-                          real_speech_files, scan_speech_commands, write_wav)
+from ..data.audio import SR, SILENCE, UNKNOWN, make_stream, read_wav, real_speech_files, write_wav
 from ..errors import DataError
-from ..utils.io import sha256_bytes
-from .data import Samples
-
-
-def _keywords(labels: list[str]) -> list[str]:
-    return [l for l in labels if l not in (UNKNOWN, SILENCE)]
-
-
-def _files(spec: str, labels: list[str], val_pct: float = 10.0, test_pct: float = 10.0):
-    name, _, split = spec.partition(":")
-    root = make_kws_tts() if name == TTS_NAME else Path(name).expanduser()
-    if not root.is_dir():
-        raise DataError(f"--data {spec!r} is neither the built-in {TTS_NAME}[:split] nor a folder",
-                        hint="pass a Speech Commands folder (DIR/<word>/*.wav)")
-    files = scan_speech_commands(root, _keywords(labels), val_pct, test_pct)
-    if files.classes != list(labels):
-        raise DataError(f"the classes of --data {spec!r} ({files.classes}) do not match the model's labels ({labels})",
-                        hint="benchmark with the keywords the model was trained on")
-    split = split or "test"
-    if split not in files.splits:
-        raise DataError(f"--data {spec!r}: unknown split {split!r}; valid are {', '.join(files.splits)}",
-                        hint=f"e.g. --data {name}:test (speaker-disjoint test split)")
-    return files, split
-
-
-def kws_samples(spec: str, labels: list[str], limit: int | None = None) -> Samples:
-    files, split = _files(spec, labels)
-    items = files.splits[split]
-    if limit and limit < len(items):
-        items = [items[i] for i in np.sort(np.random.default_rng(0).permutation(len(items))[:limit])]
-    clips, tg, _, _ = load_clips(items, files.classes, SR)
-    digest = sha256_bytes(clips.tobytes()[:1 << 20] + tg.tobytes())[:16]
-    return Samples(f"{spec.split(':')[0]}:{split}", "kws", list(labels), tg,
-                   lambda i: clips[i].astype(np.float32) / 32767.0, digest)
+from ..tasks.kws.device import kws_files
 
 
 STREAM_SIZES = {  # (positive keywords, negative minutes, realtime seconds)
@@ -56,7 +22,7 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
     """Seeded long streams from held-out clips: a positive stream (every selected keyword once, with unknown
     words and real read speech in between, over background noise at 10 dB SNR) and a negative-only stream
     (no keywords) for false accepts per hour. Written as wav + MLPerf-Tiny-style truth JSON."""
-    files, split = _files(spec, labels)
+    files, split = kws_files(spec, labels)
     n_pos, neg_min, _ = STREAM_SIZES[profile]
     kws = [it for it in files.splits[split] if it.label not in (UNKNOWN, SILENCE)]
     unk = [it for it in files.splits[split] if it.label == UNKNOWN]

@@ -260,38 +260,3 @@ def frames_from_samples(samples, n: int = 300, size: int | None = None, seed: in
             im = np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
         out.append(im)
     return out
-
-
-# ----------------------------------------------------------------------------------- bench integration
-def camera_for_artifacts(arts, cfg, prof) -> dict:
-    """Camera sessions for each artifact (sequential: a stream is one continuous window)."""
-    from .data import load_samples, make_pre, timed_pass
-
-    durations = {"smoke": 5.0, "dev": 60.0, "report": 600.0}
-    duration = cfg.duration or durations[cfg.profile]
-    if cfg.source:
-        frames = decode_video(cfg.source)
-        source = f"video {cfg.source} ({len(frames)} frames pre-decoded)"
-    else:
-        samples = load_samples(cfg.data, arts[0].task, arts[0].labels, cfg.data_limit)
-        frames = frames_from_samples(samples, 300, size=None)
-        source = f"{len(frames)} frames from {samples.name} (pre-decoded)"
-    out, timeline = {}, {}
-    for a in arts:
-        a.reopen_static()
-        pre = make_pre(a.task, a.preprocess)
-
-        def process(img, a=a, pre=pre):
-            return timed_pass(pre, a.infer, [img])[3]
-
-        for _ in range(prof.warmup_iters):
-            process(frames[0])
-        res = run_camera(process, frames, cfg.fps, duration, cfg.handoff, cfg.deadline_ms, warmup_s=prof.warmup_s)
-        cam = summarize_camera(res)
-        out[a.name] = {"camera": cam, "latency": camera_latency(res),
-                       "startup": {"load_ms": a.load_ms, "first_inference_ms": a.first_inference_ms()}}
-        proc = [r for r in res.processed if r["k"] >= res.warmup_frames]
-        timeline[a.name] = {"t": [r["t_sched"] for r in proc], "e2e": [r["e2e"] for r in proc],
-                            "dropped_t": [k / cfg.fps for k in res.dropped if k >= res.warmup_frames]}
-    return {"camera": out, "timeline": timeline, "source": source,
-            "deadline_ms": cfg.deadline_ms or 1e3 / cfg.fps, "duration_s": duration}

@@ -16,7 +16,7 @@ def listen(bundle, source: str, mode: str = "auto", realtime: bool = True, thres
     from ..runtime.kws import KwsDetector, replay
 
     model = runtime.load(bundle, threads=threads)
-    if getattr(model, "task", None) != "kws":
+    if model.task_name != "kws":
         raise DataError(f"`edgeft listen` needs a keyword-spotting bundle; {bundle} is "
                         f"{model.manifest.get('task')}", hint="use `edgeft camera` / `edgeft predict` for images")
     if mode == "auto":

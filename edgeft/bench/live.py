@@ -12,7 +12,7 @@ from ..errors import DataError
 from ..utils.log import err, quiet
 from .camera import (CameraResult, Frame, Handoff, _cv2, camera_latency, consume, decode_video, run_camera,
                      summarize_camera)
-from .data import make_pre, timed_pass
+from .data import timed_pass
 
 
 def _gui(display: bool):
@@ -29,16 +29,16 @@ def _gui(display: bool):
 def live_camera(bundle, source: str, fps: float = 30.0, duration: float = 30.0, handoff: str = "latest",
                 threads: int | None = None, display: bool = True) -> dict:
     model = runtime.load(bundle, threads=threads, batch=1)
-    if model.task != "image_cls":
-        raise DataError(f"`edgeft camera` runs image classifiers; {bundle} is a {model.task} bundle",
+    if model.task_name != "image_cls":
+        raise DataError(f"`edgeft camera` runs image classifiers; {bundle} is a {model.task_name} bundle",
                         hint="use `edgeft listen` for keyword spotting")
-    pre = make_pre(model.task, model.manifest["preprocess"])
+    pre, post = model.preprocessor, model.task.postprocess
     gui = _gui(display)
     stats = {"n": 0, "t": time.perf_counter(), "fps": 0.0, "label": "", "p": 0.0, "e2e": 0.0}
     lock = threading.Lock()
 
     def process(img: np.ndarray) -> dict:
-        _, top, p, st = timed_pass(pre, model.infer, [img], 1)
+        _, (top, p), st = timed_pass(pre, model.infer, lambda y: post(y, 1), [img])
         label, prob = model.labels[int(top[0, 0])], float(p[0, top[0, 0]])
         with lock:
             stats.update(label=label, p=prob)
@@ -63,7 +63,8 @@ def live_camera(bundle, source: str, fps: float = 30.0, duration: float = 30.0, 
                               f"e2e {stats['e2e']:6.2f} ms", end="")
 
     with model:
-        process(np.zeros((model.preprocess.resize, model.preprocess.resize, 3), np.uint8))  # first inference
+        r = model.manifest["preprocess"]["resize"]
+        process(np.zeros((r, r, 3), np.uint8))  # first inference
         if source.isdigit():
             res = _run_live(int(source), process, duration, handoff, on_result)
             kind = "app_arrival"

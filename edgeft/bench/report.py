@@ -163,10 +163,11 @@ def rows(doc: dict) -> list[dict]:
         cam = a.get("camera") or {}
         aud = a.get("audio") or {}
         runs = (a.get("target") or {}).get("runs")
+        m = acc.get("metric", "top1")
         r = {
-            "device": dev, "artifact": a["name"],
+            "device": dev, "artifact": a["name"], "metric": m,
             "format": f"{a['format']}/{a['precision']}" + (f" (runs {runs})" if runs else ""),
-            "top1": acc.get("top1"), "top1_ci": acc.get("top1_ci95"), "d_top1": vs.get("top1_delta_points"),
+            "top1": acc.get(m), "top1_ci": acc.get(f"{m}_ci95"), "d_top1": vs.get(f"{m}_delta_points"),
             "e2e_p50": e2e.get("p50"), "e2e_p90": e2e.get("p90"), "e2e_p99": e2e.get("p99"),
             "p99_ub99": e2e.get("p99_ub99"), "infer_p50": inf.get("p50"),
             "compute_p50": (lat.get("compute") or {}).get("p50"),
@@ -214,7 +215,10 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
     cols = ["device"] if multi else []
     cam = any(a.get("camera") for d in docs for a in d["artifacts"])
     aud = any(a.get("audio") for d in docs for a in d["artifacts"])
-    head = cols + ["artifact", "format", "top-1 [95% CI]", "Δ top-1 (pts)"]
+    from ..tasks.base import metric_name
+
+    mname = metric_name(next((r["metric"] for d in docs for r in rows(d)), "top1"))
+    head = cols + ["artifact", "format", f"{mname} [95% CI]", f"Δ {mname} (pts)"]
     if aud:
         head += ["FRR", "FA/h", "RTF wall", "RTF cpu", "hop p99", "delay p90"]
     gpu = any(r["compute_p50"] is not None for d in docs for r in rows(d))
@@ -275,12 +279,14 @@ def merge(paths) -> list[dict]:
     docs = [load_json(p) for p in paths]
     if not docs:
         raise DataError("no result files to merge", hint="pass RESULT.json files from `edgeft bench --json`")
-    tasks = {d["artifacts"][0].get("accuracy", {}).get("metric", "top1") for d in docs if d["artifacts"]}
+    metrics = {d["artifacts"][0].get("accuracy", {}).get("metric", "top1") for d in docs if d["artifacts"]}
     scen = {d["scenario"]["name"] for d in docs}
     if len(scen) > 1:
         raise DataError(f"cannot merge different scenarios ({', '.join(sorted(scen))})",
                         hint="merge results of one scenario at a time")
-    del tasks
+    if len(metrics) > 1:
+        raise DataError(f"cannot merge results of different tasks (metrics {', '.join(sorted(metrics))})",
+                        hint="merge results of one task at a time")
     return docs
 
 
@@ -298,8 +304,12 @@ def plots(doc: dict, out_dir: str | Path) -> list[Path]:
     arts = doc["artifacts"]
     dev = doc["device"].get("cpu_model", "")
     # 1) accuracy vs p50 latency (Pareto)
-    pts = [(a["latency"]["e2e"]["p50"], a["accuracy"]["top1"], a["name"]) for a in arts
-           if a.get("latency", {}).get("e2e") and a.get("accuracy", {}).get("top1") is not None]
+    def metric(a):
+        acc = a.get("accuracy", {})
+        return acc.get(acc.get("metric", "top1"))
+
+    pts = [(a["latency"]["e2e"]["p50"], metric(a), a["name"]) for a in arts
+           if a.get("latency", {}).get("e2e") and metric(a) is not None]
     if pts:
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
         xs, ys, names = zip(*pts)
@@ -316,7 +326,9 @@ def plots(doc: dict, out_dir: str | Path) -> list[Path]:
         ax.step(px, py, where="post", color="tab:red", alpha=0.6, label="Pareto front")
         ax.set_xscale("log")
         ax.set_xlabel("end-to-end p50 latency (ms, log)")
-        ax.set_ylabel("top-1 accuracy")
+        from ..tasks.base import metric_name
+
+        ax.set_ylabel(metric_name(arts[0].get("accuracy", {}).get("metric", "top1")))
         ax.set_title(f"accuracy vs latency — {dev}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -1,6 +1,7 @@
 """The device-side runtime: load a bundle and predict, with numpy + Pillow + ONNX Runtime / OpenVINO only.
 
-Importing this module never imports torch.
+``load`` is the one way to open a bundle (``predict``, the bench and serving all use it). Importing this module
+never imports torch.
 
 Example::
 
@@ -10,14 +11,17 @@ Example::
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..backends import backend_module
+from ..backends import backend_for
 from ..bundle import STATUS_OK, read_manifest
-from ..errors import BundleError
+from ..errors import BundleError, DataError
+from ..tasks import device_task
+from ..tasks.classify import softmax  # noqa: F401  (re-exported: runtime.softmax)
 
 
 def load(bundle: str | os.PathLike, *, threads: int | None = None, device: str | None = None, batch: int | None = None,
@@ -27,105 +31,48 @@ def load(bundle: str | os.PathLike, *, threads: int | None = None, device: str |
     Opening checks the bundle's target against this CPU (:mod:`edgeft.targets`): a bundle whose results would
     change here (full-range INT8 without VNNI, bf16 without AVX512_BF16/AMX) is refused with what to do; one
     that would only run slower opens with ``model.warnings``. ``trust``: public key files; when given (or set in
-    EDGEFT_TRUSTED_KEYS / ~/.config/edgeft/trusted_keys), only bundles signed by one of them open."""
+    EDGEFT_TRUSTED_KEYS / ~/.config/edgeft/trusted_keys), only bundles signed by one of them open.
+    ``batch``: a static batch size where the backend benefits (OpenVINO), else a dynamic batch."""
     keys = None
     if trust:
         from ..bundle import trusted_keys
 
         keys = trusted_keys(trust)
     m = read_manifest(bundle, trust=keys)
-    check_preprocess(m, str(bundle))
+    task = device_task(m["task"])
+    try:
+        task.check_preprocess(m)
+    except ValueError as e:
+        raise BundleError(f"bundle {str(bundle)!r}: {e}", hint="the manifest was edited or is from a broken export; "
+                                                               "re-export the bundle") from None
     status = m.get("status", STATUS_OK)
     if status != STATUS_OK and not allow_failed:
         raise BundleError(f"bundle {str(bundle)!r} is marked {status!r}: {m.get('status_reason', '')}",
                           hint="re-export it (e.g. with QAT), or pass --allow-failed to use it anyway")
-    if m.get("task") == "kws":
-        from .kws import KwsModel
-
-        return KwsModel(Path(bundle), m, threads=threads, device=device)
-    return Model(Path(bundle), m, threads=threads, device=device, batch=batch)
-
-
-def _int(d: dict, k: str, lo: int, hi: int) -> int:
-    v = d.get(k)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ValueError(f"preprocess.{k} = {v!r} (an integer in {lo}..{hi} expected)")
-    return v
-
-
-def _num(d: dict, k: str, lo: float, hi: float) -> float:
-    v = d.get(k)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise ValueError(f"preprocess.{k} = {v!r} (a number in {lo}..{hi} expected)")
-    return float(v)
-
-
-def check_preprocess(m: dict, where: str) -> None:
-    """The preprocessing spec is what the device computes before inference: every value in range, and what it
-    produces has the model input's shape (a bad spec is one line, never an allocation of 2**40 pixels)."""
-    pp = m.get("preprocess") or {}
-    shape = list((m.get("inputs") or [{}])[0].get("shape") or [])
-    try:
-        if m.get("task") == "kws":
-            if pp.get("kind") != "logmel":
-                raise ValueError(f"preprocess.kind = {pp.get('kind')!r} ('logmel' expected for keyword spotting)")
-            sr = _int(pp, "sample_rate", 1000, 192000)
-            n_fft = _int(pp, "n_fft", 16, 1 << 16)
-            _int(pp, "win", 16, n_fft)
-            hop = _int(pp, "hop", 1, n_fft)
-            n_mels = _int(pp, "n_mels", 1, 512)
-            f_max = _num(pp, "f_max", 1, sr / 2)
-            _num(pp, "f_min", 0, f_max - 1)
-            clip = _int(pp, "clip_samples", n_fft, 60 * sr)
-            frames = 1 + (clip - n_fft) // hop
-            if pp.get("frames") != frames:
-                raise ValueError(f"preprocess.frames = {pp.get('frames')!r}, the spec gives {frames}")
-            want = [1, n_mels, frames]
-        else:
-            size = _int(pp, "size", 8, 4096)
-            _int(pp, "resize", size, 8192)
-            if pp.get("resize_mode", "square") not in ("square", "shorter"):
-                raise ValueError(f"preprocess.resize_mode = {pp.get('resize_mode')!r} (square or shorter)")
-            if pp.get("interpolation", "bilinear") not in ("bilinear", "bicubic", "nearest"):
-                raise ValueError(f"preprocess.interpolation = {pp.get('interpolation')!r}")
-            for k in ("mean", "std"):
-                v = pp.get(k)
-                if not (isinstance(v, list) and len(v) == 3 and all(
-                        isinstance(x, (int, float)) and not isinstance(x, bool) and -1e3 < x < 1e3 for x in v)):
-                    raise ValueError(f"preprocess.{k} = {v!r} (three numbers expected)")
-            if min(pp["std"]) <= 0:
-                raise ValueError(f"preprocess.std = {pp['std']!r} (must be > 0)")
-            want = [3, size, size]
-        if len(shape) != len(want) + 1 or shape[1:] != want:
-            raise ValueError(f"preprocessing produces [batch, {', '.join(map(str, want))}] but inputs[0].shape is "
-                             f"{shape}")
-    except ValueError as e:
-        raise BundleError(f"bundle {where!r}: {e}", hint="the manifest was edited or is from a broken export; "
-                                                         "re-export the bundle") from None
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    cls = Model
+    if getattr(task, "runtime_model", None):
+        mod, _, name = task.runtime_model.partition(":")
+        cls = getattr(importlib.import_module(mod), name)
+    return cls(Path(bundle), m, threads=threads, device=device, batch=batch)
 
 
 class Model:
-    """A loaded image-classification bundle."""
+    """A loaded bundle: ``prepare`` (the task's preprocessing), ``infer`` (named outputs), ``predict``."""
 
     def __init__(self, path: Path, manifest: dict, threads=None, device=None, batch=None):
-        from ..data.images import Preprocess
-
         self.path, self.manifest = path, manifest
         self.labels: list[str] = list(manifest["labels"])
-        self.task = manifest.get("task", "image_cls")
-        pp = manifest["preprocess"]
-        self.preprocess = Preprocess.from_dict(pp) if pp.get("kind", "image") == "image" else None
-        self.threads, self.device = threads, device
-        self.mod = backend_module(manifest["format"])
-        kw = {"batch": batch} if manifest["format"] == "openvino" else {}
-        self.runner = self.mod.Runner(path, manifest, threads=threads, device=device, **kw)
+        self.task_name = manifest.get("task", "image_cls")
+        self.task = device_task(self.task_name)
+        self.preprocessor = self.task.preprocessor(manifest)
+        self.threads, self.device, self.batch = threads, device, batch
+        self.backend = backend_for(manifest["format"])
+        self.runner = self._runner(batch)
         self._open = False
+
+    def _runner(self, batch):
+        kw = {"batch": batch} if self.manifest["format"] == "openvino" else {}
+        return self.backend.Runner(self.path, self.manifest, threads=self.threads, device=self.device, **kw)
 
     def __enter__(self):
         self.open()
@@ -145,33 +92,47 @@ class Model:
                 warn(f"{self.path}: {w}")
         return self
 
-    @property
-    def warnings(self) -> list[str]:
-        return list(self.runner.warnings)
-
     def close(self) -> None:
         if self._open:
             self.runner.__exit__(None, None, None)
             self._open = False
 
-    def prepare(self, images) -> np.ndarray:
-        """Images (paths, PIL images or HWC uint8 RGB arrays) -> the model's input batch."""
-        from ..data.images import preprocess_images
+    def reopen(self, batch: int | None) -> None:
+        """Recompile for another batch (OpenVINO: a static batch 1 for single-stream timing, dynamic for
+        batches); a no-op where the backend does not care."""
+        if self.manifest["format"] != "openvino" or batch == self.batch:
+            return
+        was = self._open
+        self.close()
+        self.batch = batch
+        self.runner = self._runner(batch)
+        if was:
+            self.open()
 
-        return preprocess_images(list(images), self.preprocess)
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.runner.warnings)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def read(self, path) -> np.ndarray:
+        """A file as a raw sample (image, clip); DataError when unreadable."""
+        try:
+            return self.task.read(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read {str(path)!r}: {type(e).__name__}: {e}") from None
+
+    def prepare(self, inputs) -> dict[str, np.ndarray]:
+        """Raw samples (or file paths) -> the model's feeds."""
+        raws = [self.read(x) if isinstance(x, (str, os.PathLike)) else x for x in inputs]
+        return self.preprocessor(raws)
+
+    def infer(self, feeds) -> dict[str, np.ndarray]:
         self.open()
-        return self.runner.infer(x)
+        return self.runner.infer(feeds)
 
-    def predict(self, inputs, top_k: int = 5, batch_size: int = 32) -> list[list[tuple[str, float]]]:
-        """Top-k (label, probability) per input; inputs are whatever ``prepare`` takes."""
+    def predict(self, inputs, top_k: int = 5, batch_size: int = 32) -> list:
+        """The task's predictions per input (classification: top-k (label, probability) pairs)."""
         inputs = list(inputs)
         out = []
-        k = min(top_k, len(self.labels))
         for s in range(0, len(inputs), batch_size):
-            probs = softmax(self.infer(self.prepare(inputs[s:s + batch_size])))
-            for p in probs:
-                idx = np.argsort(-p)[:k]
-                out.append([(self.labels[i], float(p[i])) for i in idx])
+            out += self.task.predictions(self.infer(self.prepare(inputs[s:s + batch_size])), self.labels, top_k)
         return out

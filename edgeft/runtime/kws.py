@@ -30,9 +30,8 @@ from .features import LOG_EPS, LogMel, StreamingLogMel
 class KwsModel(Model):
     """A loaded keyword-spotting bundle: clip classification plus what the detector needs."""
 
-    def __init__(self, path: Path, manifest: dict, threads=None, device=None):
-        super().__init__(path, manifest, threads=threads, device=device)
-        self.task = "kws"
+    def __init__(self, path: Path, manifest: dict, threads=None, device=None, batch=None):
+        super().__init__(path, manifest, threads=threads, device=device, batch=batch)
         self.lm = LogMel.from_spec(manifest["preprocess"])
         self.frames = int(manifest["preprocess"]["frames"])
         self.stream_cfg = dict(manifest.get("stream") or {})
@@ -47,7 +46,7 @@ class KwsModel(Model):
             from ..bundle import streaming_view
 
             m = streaming_view(self.manifest)
-            self.stream_runner = self.mod.Runner(self.path, m, threads=self.threads, device=self.device)
+            self.stream_runner = self.backend.Runner(self.path, m, threads=self.threads, device=self.device)
             self.stream_runner.__enter__()
         return self.stream_runner
 
@@ -56,16 +55,6 @@ class KwsModel(Model):
         if self.stream_runner is not None:
             self.stream_runner.__exit__(None, None, None)
             self.stream_runner = None
-
-    def prepare(self, clips) -> np.ndarray:
-        from ..data.audio import read_wav
-
-        feats = []
-        for c in clips:
-            if isinstance(c, (str, Path)):
-                c = read_wav(c, self.lm.sample_rate)
-            feats.append(self.lm.clip_features(np.asarray(c, np.float32))[None])
-        return np.stack(feats).astype(np.float32)
 
 
 def check_threshold(t: float | None) -> None:
@@ -144,9 +133,9 @@ class KwsStream:
 
     def _stream_infer(self, new: np.ndarray) -> np.ndarray:
         feeds = {"feats": new, **{n: s for n, s in zip(self.state_names, self.states)}}
-        outs = self.det.stream_runner.infer_outputs(feeds)
-        self.states = [np.asarray(o) for o in outs[1:]]
-        return np.asarray(outs[0])
+        outs = self.det.stream_runner.infer(feeds)
+        self.states = [np.asarray(outs[n + "_out"]) for n in self.state_names]
+        return np.asarray(outs["logits"])
 
     def step(self) -> dict:
         """Consume one hop of audio; returns timings (ms), the smoothed posteriors and any detection."""
@@ -165,7 +154,7 @@ class KwsStream:
             g, self.fbuf = self.fbuf[:, :take], self.fbuf[:, take:]
             if d.mode == "window":
                 self.frames = np.concatenate([self.frames[:, take:], g], 1)
-                logits = d.model.runner.infer(self.frames[None, None])[0]
+                logits = d.model.runner.infer(self.frames[None, None])["logits"][0]
             else:
                 for k in range(groups):
                     logits = self._stream_infer(g[None, :, k * d.frames_per_hop:(k + 1) * d.frames_per_hop])[0]

@@ -20,26 +20,18 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 
-from ..backends import backend_module
-from ..backends.base import check_supported
+from .. import __version__
+from ..backends import BuildConfig, Precision, backend_for, check_supported
 from ..bundle import STATUS_OK, BundleWriter, describe
-from ..targets import bundle_target, check_precision
+from ..errors import GateFailed, RunError, UnsupportedError
+from ..targets import bundle_target, check_precision, qat_target_name
 from ..targets import resolve as resolve_target
-from ..errors import DataError, GateFailed, RunError, UnsupportedError
 from ..utils.env import versions
-from ..utils.io import sha256_bytes, sha256_file
-from ..utils.log import info, result, warn
-
-# parity tolerances per precision (recorded in every manifest)
-TOLERANCE = {
-    "fp32": {"max_abs_diff_rel": 1e-4, "top1_agreement_min": 0.995},
-    "fp16": {"cosine_min": 0.999, "top1_agreement_min": 0.98},
-    "bf16": {"cosine_min": 0.999, "top1_agreement_min": 0.98},
-    "int8": {"gate": "--max-drop on validation top-1 (points)"},
-}
-
+from ..utils.io import sha256_file
+from ..utils.log import info, result
+from .calib import calibration_batches
+from .parity import judge, parity_report, streaming_parity
 
 def default_out(run: Path, fmt: str, precision: str, target: str | None = None) -> Path:
     """RUN/bundles/FORMAT-PRECISION, with -TARGET when a target other than this machine's class was asked for."""
@@ -77,14 +69,18 @@ def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", ca
     tgt = _qat_target(qat, target) if qat else resolve_target(target, format)
     check_precision(tgt, format, precision)
     _check_verifiable(tgt, format, precision)
-    backend = backend_module(format)  # BackendUnavailable before any work
+    backend = backend_for(format)  # BackendUnavailable before any work
     key = None
     if sign_key is not None:
         from ..bundle import load_private_key
 
         key = load_private_key(sign_key)
     if calib_data is not None and precision == "int8" and not qat:
-        _check_calib_dir(calib_data)
+        from ..recipe import load_recipe
+        from ..tasks import device_task
+        from .calib import check_calib_dir
+
+        check_calib_dir(calib_data, device_task(load_recipe(Path(run) / "recipe.yaml").task))
     out = Path(out) if out else default_out(run, format, precision, target)
     writer = BundleWriter(out, force=force)
     try:
@@ -111,15 +107,6 @@ def _qat_target(qat: dict, asked: str | None):
     return TARGETS[name]
 
 
-def qat_target_name(qat: dict) -> str:
-    """The target of a QAT run (runs made before targets: from the flavour and the overflow fix)."""
-    if qat.get("target"):
-        return qat["target"]
-    if qat.get("flavour") == "tensorrt":
-        return "tensorrt"
-    return "x86-avx2" if (qat.get("quantization") or {}).get("overflow_fix") == "enable" else "x86-vnni"
-
-
 def _check_verifiable(tgt, fmt: str, precision: str) -> None:
     """bf16/f16 compute cannot be simulated: the bundle is verified on a CPU that computes it, or not built."""
     from ..targets import _REQ, real_cpu_features, requirements
@@ -131,18 +118,6 @@ def _check_verifiable(tgt, fmt: str, precision: str) -> None:
                                    f"this CPU cannot compute {req} ({real.describe()})",
                                    hint=f"export it on an {tgt.name} machine (or bench it there with --device), or "
                                         f"export fp32/--int8 here")
-
-
-def _check_calib_dir(d: str) -> None:
-    from ..data.images import IMAGE_EXTS
-
-    p = Path(d)
-    if not p.is_dir():
-        raise DataError(f"--calib-data {d!r} does not exist or is not a folder",
-                        hint="pass a folder of representative images, or omit it to use the run's train split")
-    if not any(f.suffix.lower() in IMAGE_EXTS for f in p.rglob("*")):
-        raise DataError(f"--calib-data {d!r} contains no images ({', '.join(sorted(IMAGE_EXTS))})",
-                        hint="pass a folder of representative images, or omit it to use the run's train split")
 
 
 def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, max_drop, parity_samples, opset,
@@ -158,6 +133,7 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
     recipe = load_recipe(rd.recipe)
     labels = rd.read_labels()
     task = get_task(recipe.task)
+    spec = task.io_spec(recipe, labels)
     if desc.get("qat"):
         from .qat import load_parent_fp32
 
@@ -180,30 +156,30 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
         ref_model = _qat_reference(rd, desc)
     else:
         exp = export_onnx(model, task.example_input(recipe, 2), onnx_tmp, opset, labels=labels,
-                          preprocess=task.preprocess_spec(recipe), task=recipe.task)
+                          preprocess=task.preprocess_spec(recipe), task=recipe.task, io_spec=spec)
         ref_model = model
     onnx_sha = sha256_file(onnx_tmp)
     calib, calib_meta = None, None
     if precision == "int8" and not desc.get("qat"):
         calib, calib_meta = calibration_batches(task, recipe, data, calib_data, calib_size)
-    options = {"format": fmt, "target": tgt, "input_name": "input", "from_qat": bool(desc.get("qat")),
-               "qat_quantization": (desc.get("qat") or {}).get("quantization")}
+    cfg = BuildConfig(format=fmt, precision=Precision(precision), target=tgt, calib=calib,
+                      from_qat=bool(desc.get("qat")), qat_quantization=(desc.get("qat") or {}).get("quantization"))
     info(f"building {fmt}/{precision} ...")
-    built = backend.build(onnx_tmp, tmp, precision, calib, options)
+    built = backend.build(onnx_tmp, tmp, cfg)
     if fmt in ("onnx", "tensorrt") and not (tmp / "model.onnx").exists():
         onnx_tmp.rename(tmp / "model.onnx")
     if onnx_tmp.exists():
         onnx_tmp.unlink()
     stream_meta = None
     if hasattr(task, "streaming_model") and not desc.get("qat"):
-        stream_meta = _export_streaming(task, recipe, model, tmp, backend, fmt, precision, built)
+        stream_meta = _export_streaming(task, recipe, model, tmp, backend, fmt, precision, built, spec)
     quant = built.get("quantization")
     if quant and calib_meta:
         quant = {**quant, "calibration": calib_meta}
     manifest = {
-        "edgeft_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": STATUS_OK,
+        "edgeft_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": STATUS_OK,
         "task": recipe.task, "labels": labels, "preprocess": task.preprocess_spec(recipe),
-        "inputs": [task.input_spec(recipe)], "outputs": [task.output_spec(len(labels))],
+        "inputs": spec["inputs"], "outputs": spec["outputs"],
         "format": fmt, "precision": precision, "target": bundle_target(tgt, fmt, precision, requested),
         "model_files": built["model_files"],
         "quantization": quant, "export": {**exp, "onnx_sha256": onnx_sha},
@@ -225,13 +201,13 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
                                        parity_samples)
     if stream_meta:
         manifest["parity"]["streaming"] = streaming_parity(tmp, manifest, model, task, recipe, data)
-    status, reason = _judge(manifest["parity"], precision, max_drop)
+    status, reason = judge(task, manifest["parity"], precision, max_drop)
     manifest["status"] = status
     if reason:
         manifest["status_reason"] = reason
     manifest["export"]["seconds"] = round(time.perf_counter() - t0, 1)
     m = writer.commit(manifest, sign_key=key)
-    _print_summary(writer.out, m)
+    _print_summary(writer.out, m, task)
     if status != STATUS_OK:
         raise GateFailed(f"export {fmt}/{precision} {status}: {reason}; bundle kept at {writer.out} marked "
                          f"{status!r}", hint=_gate_hint(precision, desc))
@@ -244,7 +220,7 @@ def _macs(model, task, recipe) -> int:
     return count_macs(model, task.example_input(recipe))
 
 
-def _export_streaming(task, recipe, model, tmp: Path, backend, fmt, precision, built) -> dict | None:
+def _export_streaming(task, recipe, model, tmp: Path, backend, fmt, precision, built, spec) -> dict | None:
     """Export the exact streaming (stateful) form of a streamable model next to the full-window model."""
     sm = task.streaming_model(model, recipe)
     if sm is None:
@@ -265,50 +241,12 @@ def _export_streaming(task, recipe, model, tmp: Path, backend, fmt, precision, b
     f = backend.convert_extra(p, tmp, "stream", precision)
     p.unlink()
     built["model_files"]["stream"] = f
-    return {"file": f, "new_frames": int(new_frames), "window_frames": int(task.input_spec(recipe)["shape"][-1]),
+    return {"file": f, "new_frames": int(new_frames), "window_frames": int(spec["inputs"][0]["shape"][-1]),
             "inputs": ["feats", *names], "outputs": ["logits", *[n + "_out" for n in names]],
             "states": [{"name": n, "shape": list(s)} for n, s in zip(names, shapes)],
             "precision": precision if precision in ("fp16", "bf16") and fmt == "openvino" else "fp32",
             "note": "exact streaming form (external state, Rybakov et al. 2020): new frames + state in, logits + "
                     "state out; equals re-running the full window every hop"}
-
-
-def streaming_parity(bundle_dir: Path, manifest: dict, model, task, recipe, data, n: int = 32) -> dict:
-    """Final logits after streaming a clip's frames vs the full-window PyTorch model on the same clip."""
-    import torch
-
-    from ..backends import backend_module as bm
-
-    from ..bundle import streaming_view
-
-    sm = manifest["streaming_model"]
-    m2 = streaming_view(manifest)
-    f = int(sm["new_frames"])
-    idx = np.arange(min(n, len(data.val)))
-    x = task.eval_inputs(data.val, recipe, idx)            # (n, 1, n_mels, T)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x)).numpy()
-    got = []
-    with bm(manifest["format"]).Runner(bundle_dir, m2, check_target=False) as r:
-        for i in range(len(idx)):
-            fr = x[i, 0]
-            pad = (-fr.shape[1]) % f
-            fr = np.concatenate([np.full((fr.shape[0], pad), fr.min(), np.float32), fr], 1) if pad else fr
-            states = [np.zeros(s["shape"], np.float32) for s in sm["states"]]
-            for t in range(0, fr.shape[1], f):
-                outs = r.infer_outputs({"feats": fr[None, :, t:t + f], **{s["name"]: v for s, v in zip(sm["states"], states)}})
-                states = [np.asarray(o) for o in outs[1:]]
-            got.append(np.asarray(outs[0])[0])
-    got = np.stack(got)
-    return {"clips": int(len(idx)), "max_abs_diff": float(np.abs(got - ref).max()),
-            "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
-            "reference": "full-window PyTorch model on the same clip"}
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def _qat_reference(rd, desc):
@@ -330,12 +268,18 @@ def _gate_hint(precision: str, desc: dict) -> str:
 
 # ------------------------------------------------------------------------------------------ ONNX
 def export_onnx(model, example, path: Path, opset: int, labels=None, preprocess=None, task=None,
-                input_name: str = "input", output_name: str = "logits") -> dict:
-    """torch -> ONNX with a dynamic batch. The legacy TorchScript exporter first (compact graphs,
-    standard pooling ops); the dynamo exporter when it fails. Returns which one worked."""
+                io_spec: dict | None = None) -> dict:
+    """torch -> ONNX with the task's input/output names and a dynamic batch on every tensor whose spec starts
+    with "batch". The legacy TorchScript exporter first (compact graphs, standard pooling ops); the dynamo
+    exporter when it fails. Returns which one worked."""
     import onnx
     import torch
 
+    sp = io_spec or {"inputs": [{"name": "input", "shape": ["batch"]}],
+                     "outputs": [{"name": "logits", "shape": ["batch"]}]}
+    in_names = [t["name"] for t in sp["inputs"]]
+    out_names = [t["name"] for t in sp["outputs"]]
+    dyn = {t["name"]: {0: "batch"} for t in sp["inputs"] + sp["outputs"] if t["shape"] and t["shape"][0] == "batch"}
     model = model.eval()
     errors = []
     for exporter in ("torchscript", "dynamo"):
@@ -345,13 +289,12 @@ def export_onnx(model, example, path: Path, opset: int, labels=None, preprocess=
                 warnings.simplefilter("ignore")
                 if exporter == "torchscript":
                     torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
-                                      input_names=[input_name], output_names=[output_name],
-                                      dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                                      input_names=in_names, output_names=out_names, dynamic_axes=dyn,
                                       do_constant_folding=True)
                 else:
                     batch = torch.export.Dim("batch", min=1, max=4096)
                     torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=max(opset, 18),
-                                      input_names=[input_name], output_names=[output_name],
+                                      input_names=in_names, output_names=out_names,
                                       dynamic_shapes={"x": {0: batch}} if _arg_name(model) == "x" else ({0: batch},),
                                       external_data=False)
             m = onnx.load(str(path))
@@ -366,7 +309,7 @@ def export_onnx(model, example, path: Path, opset: int, labels=None, preprocess=
     else:
         raise RunError(f"ONNX export failed with both exporters ({'; '.join(errors)})",
                        hint="the model uses an op ONNX cannot express; see the errors above")
-    meta = {"edgeft_version": _version(), "edgeft_task": task or "", "edgeft_labels": json.dumps(labels or []),
+    meta = {"edgeft_version": __version__, "edgeft_task": task or "", "edgeft_labels": json.dumps(labels or []),
             "edgeft_preprocess": json.dumps(preprocess or {})}
     for k, v in meta.items():
         p = m.metadata_props.add()
@@ -384,146 +327,13 @@ def _arg_name(model) -> str:
     return params[0] if params else "x"
 
 
-# ----------------------------------------------------------------------------------- calibration
-def calibration_batches(task, recipe, data, calib_dir: str | None, n: int, batch: int = 16):
-    """Preprocessed calibration inputs: a seeded subset of the run's train split, or a folder of images."""
-    rng = np.random.default_rng(1234)
-    if calib_dir:
-        x = task.calib_from_dir(recipe, calib_dir, n) if hasattr(task, "calib_from_dir") else \
-            _image_calib_from_dir(recipe, calib_dir, n, rng)
-        src = f"folder {calib_dir}"
-    else:
-        if len(data.train) == 0:
-            raise DataError("the run's train split is empty: nothing to calibrate INT8 with",
-                            hint="pass --calib-data DIR")
-        idx = np.sort(rng.permutation(len(data.train))[:n])
-        x = task.eval_inputs(data.train, recipe, idx)
-        src = "the run's train split (seeded subset, eval preprocessing)"
-    meta = {"size": int(x.shape[0]), "source": src, "sha256": sha256_bytes(np.ascontiguousarray(x).tobytes())[:16]}
-    return [x[s:s + batch] for s in range(0, len(x), batch)], meta
-
-
-def _image_calib_from_dir(recipe, d: str, n: int, rng) -> np.ndarray:
-    from ..data.images import IMAGE_EXTS, normalize_batch
-    from ..tasks.image_cls import preprocess_of
-    from ..data.images import decode_resized
-
-    files = sorted(f for f in Path(d).rglob("*") if f.suffix.lower() in IMAGE_EXTS)
-    files = [files[i] for i in np.sort(rng.permutation(len(files))[:n])]
-    p = preprocess_of(recipe)
-    arrs, bad = [], 0
-    for f in files:
-        try:
-            arrs.append(decode_resized(f, p))
-        except Exception:  # noqa: BLE001 - skip unreadable calibration images, counted
-            bad += 1
-    if not arrs:
-        raise DataError(f"--calib-data {d!r}: none of the images could be read")
-    if bad:
-        warn(f"--calib-data: skipped {bad} unreadable image(s)")
-    return normalize_batch(np.stack(arrs), p)
-
-
-# --------------------------------------------------------------------------------------- parity
-def parity_report(bundle_dir: Path, manifest: dict, ref_model, fp32_model, task, recipe, data, precision: str,
-                  n: int, batch: int = 32) -> dict:
-    """Run the artifact through the device runtime and compare with PyTorch on real validation data."""
-    import torch
-
-
-    val = data.val
-    rng = np.random.default_rng(0)
-    idx = np.sort(rng.permutation(len(val))[: min(n, len(val))])
-    x = task.eval_inputs(val, recipe, idx)
-    with torch.no_grad():
-        ref = np.concatenate([ref_model(torch.from_numpy(x[s:s + batch])).numpy() for s in range(0, len(x), batch)])
-    runner_cls, how = _parity_runner(manifest)
-    with runner_cls(bundle_dir, manifest) as runner:
-        got = np.concatenate([runner.infer(x[s:s + batch]) for s in range(0, len(x), batch)])
-        acc_art, acc_n = _split_top1(lambda b: runner.infer(b), task, recipe, val, batch)
-    with torch.no_grad():
-        acc_ref, _ = _split_top1(lambda b: fp32_model(torch.from_numpy(b)).numpy(), task, recipe, val, batch)
-    diff = np.abs(got - ref)
-    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12)
-    rep = {
-        "samples": int(len(idx)), "split": "val", "reference": "pytorch fp32" if ref_model is fp32_model
-        else "pytorch fake-quant (QAT)",
-        "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-        "ref_max_abs_logit": float(np.abs(ref).max()),
-        "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-        "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
-        "accuracy": {"split": "val", "n": acc_n, "top1": acc_art, "top1_pytorch_fp32": acc_ref,
-                     "drop_points": round((acc_ref - acc_art) * 100, 3)},
-        "tolerance": TOLERANCE[precision], "runtime": how,
-    }
-    return rep
-
-
-def _parity_runner(manifest: dict):
-    """The runner that checks a bundle: natively when this CPU computes what the target's CPU computes, else a
-    faithful simulation. Full-range INT8 (u8s8 for VNNI CPUs, s8s8 for TensorRT) saturates in the int8 kernels
-    of x86 CPUs without VNNI, so there it is checked with Q/DQ (ONNX Runtime) or FakeQuantize (OpenVINO) run
-    as float maths: the integer arithmetic a VNNI CPU or TensorRT performs."""
-    from functools import partial
-
-    from ..backends import backend_module as bm
-    from ..errors import BundleError
-    from ..targets import check_bundle, real_cpu_features
-
-    fmt = manifest["format"]
-    real = real_cpu_features()
-    try:
-        check_bundle(manifest, "parity", feats=real)
-        return partial(bm(fmt).Runner, check_target=False), fmt
-    except BundleError as e:
-        why = f"this CPU cannot run it natively ({real.describe()})"
-        if "int8_full_range" not in manifest["target"]["requires"]:
-            raise UnsupportedError(f"cannot verify the bundle here: {e.message}") from None
-    if fmt in ("onnx", "onnxruntime"):
-        from ..backends.onnxruntime import Runner
-
-        return partial(Runner, exact_qdq=True, check_target=False), \
-            f"onnxruntime, Q/DQ simulated in float (exact int8 arithmetic; {why})"
-    from ..backends.openvino import Runner
-
-    return partial(Runner, exact_int8=True, check_target=False), \
-        f"openvino, FakeQuantize simulated in float (exact int8 arithmetic; {why})"
-
-
-def _split_top1(fn, task, recipe, split, batch: int) -> tuple[float, int]:
-    correct, n = 0, len(split)
-    for s in range(0, n, 256):
-        idx = np.arange(s, min(s + 256, n))
-        x = task.eval_inputs(split, recipe, idx)
-        y = np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
-        correct += int((y.argmax(1) == split.targets[idx]).sum())
-    return correct / max(n, 1), n
-
-
-def _judge(par: dict, precision: str, max_drop: float | None) -> tuple[str, str | None]:
-    if precision == "fp32":
-        lim = TOLERANCE["fp32"]["max_abs_diff_rel"] * max(1.0, par["ref_max_abs_logit"])
-        if par["max_abs_diff"] > lim or par["top1_agreement"] < TOLERANCE["fp32"]["top1_agreement_min"]:
-            return "failed_parity", (f"FP32 max-abs-diff {par['max_abs_diff']:.2e} (limit {lim:.1e}), top-1 agreement "
-                                     f"{par['top1_agreement']:.3f}")
-    elif precision in ("fp16", "bf16"):
-        t = TOLERANCE[precision]
-        if par["cosine_min"] < t["cosine_min"] or par["top1_agreement"] < t["top1_agreement_min"]:
-            return "failed_parity", (f"{precision.upper()} cosine min {par['cosine_min']:.5f}, top-1 agreement "
-                                     f"{par['top1_agreement']:.3f}")
-    if max_drop is not None and par["accuracy"]["drop_points"] > max_drop:
-        a = par["accuracy"]
-        return "failed_gate", (f"val top-1 {a['top1']:.4f} vs PyTorch FP32 {a['top1_pytorch_fp32']:.4f}: drop "
-                               f"{a['drop_points']:.2f} points > --max-drop {max_drop}")
-    return STATUS_OK, None
-
-
-def _print_summary(out: Path, m: dict) -> None:
+def _print_summary(out: Path, m: dict, task) -> None:
     p = m["parity"]
     a = p["accuracy"]
+    metric = a.get("metric", "top1")
+    name = {"top1": "top-1", "map": "mAP"}.get(metric, metric)
     size = sum(f["bytes"] for f in m["files"].values())
     result(f"exported {describe(m)} -> {out} ({size / 1e6:.2f} MB, {m['export']['seconds']}s) status: {m['status']}")
-    result(f"  parity on {p['samples']} val samples vs {p['reference']}: max-abs-diff {p['max_abs_diff']:.2e}, "
-           f"cosine min {p['cosine_min']:.6f}, top-1 agreement {p['top1_agreement']:.4f}")
-    result(f"  val top-1 (n={a['n']}): {a['top1']:.4f} vs PyTorch FP32 {a['top1_pytorch_fp32']:.4f} "
+    result(f"  parity on {p['samples']} val samples vs {p['reference']}: {task.device.summary_line(p)}")
+    result(f"  val {name} (n={a['n']}): {a[metric]:.4f} vs PyTorch FP32 {a[f'{metric}_pytorch_fp32']:.4f} "
            f"(drop {a['drop_points']:+.2f} points)")

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
 from ..errors import DataError, RunError
 from ..models import create_model, get_spec
 from ..models.surgery import count_params
 from ..recipe import load_recipe
 from ..rundir import RunDir, load_model
 from ..tasks import get_task
+from ..tasks.base import metric_name, prefixed
 from ..utils.env import versions
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.log import info, result, warn
@@ -82,7 +84,7 @@ def finetune(recipe=None, out: str | Path | None = None, *, data: str | None = N
                          weights=r.model.weights if ck is None else None, dropout=r.model.dropout)
     if ctx.main:
         rd.path.mkdir(parents=True, exist_ok=True)
-        header = f"# resolved by edgeft {_ver()} (recipe hash {r.hash()})\n"
+        header = f"# resolved by edgeft {__version__} (recipe hash {r.hash()})\n"
         atomic_write_text(rd.recipe, r.to_yaml(header))
         rd.write_labels(list(data_.classes))
         atomic_write_json(rd.split, {"source": data_.source, "sizes": data_.sizes(), **data_.info})
@@ -122,16 +124,10 @@ def _kw(r) -> dict:
     return {"dropout": r.model.dropout} if r.model.dropout is not None else {}
 
 
-def _ver() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 def _progress_metrics(st: dict) -> dict:
     best = st["best"]
-    return {"epochs": st["epochs_done"], "best_epoch": best.get("epoch"), "val_top1": best.get("val_top1"),
-            "val_top5": best.get("val_top5"), "val_loss": best.get("val_loss"), "history": st["history"]}
+    return {"epochs": st["epochs_done"], "best_epoch": best.get("epoch"),
+            **{k: v for k, v in best.items() if k.startswith("val_")}, "history": st["history"]}
 
 
 def _check_run_dir(rd: RunDir, resume: bool, ctx: DistCtx):
@@ -169,31 +165,31 @@ def finish_run(rd: RunDir, task, r, data_, res: FitResult, status: dict, device)
     val = evaluate(model, task, data_.val, r, device, num_classes=nc, want_confusion=eval_name == "val")
     test = evaluate(model, task, data_.test, r, device, num_classes=nc, want_confusion=True) \
         if data_.test is not None else None
-    cm = (test or val)["confusion"]
+    cm = (test or val).get("confusion")
     from ..models.surgery import count_macs
 
+    p = task.primary
     metrics = {
         **status, "status": "complete", "epochs": res.epochs_done, "best_epoch": res.best.get("epoch"),
-        "stopped_early": res.stopped_early,
-        "val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"], "val_top1_ci95": val["top1_ci95"],
-        "val_n": val["n"],
-        **({"test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
-            "test_top1_ci95": test["top1_ci95"], "test_n": test["n"]} if test else {}),
+        "stopped_early": res.stopped_early, **prefixed("val", val), **prefixed("test", test),
         "train_time_s": round(res.train_time_s, 1),
         "images_per_s": round(res.images_seen / res.train_time_s, 1) if res.train_time_s else None,
         "params": count_params(model), "macs": count_macs(model, task.example_input(r).to(device)),
-        "confusion_split": eval_name, "confusion_matrix": cm, "history": res.history,
+        **({"confusion_split": eval_name, "confusion_matrix": cm} if cm is not None else {}), "history": res.history,
     }
     rd.write_metrics(metrics)
-    try:
-        plot_confusion(cm, data_.classes, rd.path / "confusion_matrix.png",
-                       title=f"{r.model.name} on {data_.source} ({eval_name}), top-1 {(test or val)['top1']:.4f}")
-    except ImportError:
-        warn("matplotlib not installed: confusion_matrix.png skipped")
-    line = f"val top-1 {val['top1']:.4f} (n={val['n']})"
+    if cm is not None:
+        try:
+            plot_confusion(cm, data_.classes, rd.path / "confusion_matrix.png",
+                           title=f"{r.model.name} on {data_.source} ({eval_name}), {metric_name(p)} "
+                                 f"{(test or val)[p]:.4f}")
+        except ImportError:
+            warn("matplotlib not installed: confusion_matrix.png skipped")
+    line = f"val {metric_name(p)} {val[p]:.4f} (n={val['n']})"
     if test:
-        ci = test["top1_ci95"]
-        line += f"; test top-1 {test['top1']:.4f} [95% CI {ci[0]:.4f}, {ci[1]:.4f}] (n={test['n']})"
+        ci = test.get(f"{p}_ci95")
+        line += f"; test {metric_name(p)} {test[p]:.4f}" + (f" [95% CI {ci[0]:.4f}, {ci[1]:.4f}]" if ci else "") + \
+            f" (n={test['n']})"
     result(f"finetune done: {r.model.name} on {data_.source}: {line}; best epoch {res.best.get('epoch')}/"
            f"{res.epochs_done}; train time {res.train_time_s:.0f}s ({metrics['images_per_s']} img/s)")
     return metrics

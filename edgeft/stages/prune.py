@@ -27,6 +27,7 @@ from ..errors import GateFailed, UnsupportedError
 from ..models import get_spec
 from ..models.surgery import count_macs, count_params
 from ..rundir import load_model, save_model
+from ..tasks.base import metric_name, prefixed
 from ..utils.env import versions
 from ..utils.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from ..utils.log import info, result
@@ -152,11 +153,11 @@ def search_ratio(model, example, ignored_names, method, round_to, global_pruning
     return best, {"base": base, "target": target, "trail": trail}
 
 
-def prune(run, *, out=None, ratio: float | None = 0.5, method: str = "magnitude", round_to: int | None = 8,
-          epochs: int = 2, iterative: int = 1, lr: float | None = None, distill: float = 0.0,
-          global_pruning: bool = False, max_drop: float | None = None, target_macs: float | None = None,
-          target_latency_ms: float | None = None, resume: bool = False, threads: int | None = None) -> dict:
-    """Prune a run's model and fine-tune it back; returns metrics (also RUN2/metrics.json)."""
+def prune(run, *, out, ratio: float | None, method: str, round_to: int | None, epochs: int, iterative: int,
+          lr: float | None, distill: float, global_pruning: bool, max_drop: float | None, target_macs: float | None,
+          target_latency_ms: float | None, resume: bool, threads: int | None) -> dict:
+    """Prune a run's model and fine-tune it back; returns metrics (also RUN2/metrics.json). Every setting is
+    explicit here: :func:`edgeft.prune` fills them from the recipe (``compress.prune``)."""
     if method not in METHODS:
         from ..errors import did_you_mean
 
@@ -176,11 +177,12 @@ def prune(run, *, out=None, ratio: float | None = 0.5, method: str = "magnitude"
     ctx = DistCtx()
     device = pick_device(recipe.train.device, ctx)
     nc = len(labels)
+    p = task.primary
     before = {"params": count_params(model), "macs": count_macs(model, example),
-              "val_top1": evaluate(model, task, data.val, recipe, device, num_classes=nc)["top1"],
+              f"val_{p}": evaluate(model, task, data.val, recipe, device, num_classes=nc)[p],
               "latency_ms_ort": measure_latency_ms(model, example, threads)}
-    info(f"before: {before['params'] / 1e6:.3f}M params, {before['macs'] / 1e6:.1f}M MACs, val top-1 "
-         f"{before['val_top1']:.4f}, ONNX Runtime p50 {before['latency_ms_ort']:.3f} ms")
+    info(f"before: {before['params'] / 1e6:.3f}M params, {before['macs'] / 1e6:.1f}M MACs, val {metric_name(p)} "
+         f"{before[f'val_{p}']:.4f}, ONNX Runtime p50 {before['latency_ms_ort']:.3f} ms")
     search = None
     if target_macs or target_latency_ms:
         tm = target_macs * before["macs"] if target_macs and target_macs <= 1 else target_macs
@@ -239,28 +241,27 @@ def prune(run, *, out=None, ratio: float | None = 0.5, method: str = "magnitude"
     model.to(device)
     val = evaluate(model, task, data.val, recipe, device, num_classes=nc)
     test = evaluate(model, task, data.test, recipe, device, num_classes=nc) if data.test is not None else None
-    after = {"params": count_params(model), "macs": count_macs(model, example), "val_top1": val["top1"],
+    after = {"params": count_params(model), "macs": count_macs(model, example), f"val_{p}": val[p],
              "latency_ms_ort": measure_latency_ms(model, example, threads)}
-    drop = (before["val_top1"] - after["val_top1"]) * 100
+    drop = (before[f"val_{p}"] - after[f"val_{p}"]) * 100
     metrics = {"status": "complete", "stage": "prune", "model": pdesc["name"], "parent": str(parent.path),
                "config": cfg, "search": search, "before": before, "after": after,
                "params_ratio": after["params"] / before["params"], "macs_ratio": after["macs"] / before["macs"],
                "latency_speedup_ort": before["latency_ms_ort"] / after["latency_ms_ort"],
-               "val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
-               "val_top1_ci95": val["top1_ci95"], "val_top1_parent": before["val_top1"], "drop_points": round(drop, 3),
-               **({"test_top1": test["top1"], "test_top1_ci95": test["top1_ci95"]} if test else {}),
+               **prefixed("val", val), f"val_{p}_parent": before[f"val_{p}"], "drop_points": round(drop, 3),
+               **prefixed("test", test),
                "epochs": epochs * iterative, "seconds": round(time.perf_counter() - t0, 1),
                "history": (res.history if res else []), "params": after["params"], "versions": versions()}
     status_ok = max_drop is None or drop <= max_drop
     if not status_ok:
         metrics["status"] = "failed_gate"
-        metrics["status_reason"] = f"val top-1 dropped {drop:.2f} points > --max-drop {max_drop}"
+        metrics["status_reason"] = f"val {metric_name(p)} dropped {drop:.2f} points > --max-drop {max_drop}"
     out.write_metrics(metrics)
     result(f"pruned {pdesc['name']}: params {before['params'] / 1e6:.3f}M -> {after['params'] / 1e6:.3f}M "
            f"({100 * metrics['params_ratio']:.0f}%), MACs {before['macs'] / 1e6:.1f}M -> {after['macs'] / 1e6:.1f}M "
            f"({100 * metrics['macs_ratio']:.0f}%), ONNX Runtime p50 {before['latency_ms_ort']:.3f} -> "
-           f"{after['latency_ms_ort']:.3f} ms ({metrics['latency_speedup_ort']:.2f}x); val top-1 "
-           f"{before['val_top1']:.4f} -> {after['val_top1']:.4f} ({-drop:+.2f} points)")
+           f"{after['latency_ms_ort']:.3f} ms ({metrics['latency_speedup_ort']:.2f}x); val {metric_name(p)} "
+           f"{before[f'val_{p}']:.4f} -> {after[f'val_{p}']:.4f} ({-drop:+.2f} points)")
     if not status_ok:
         raise GateFailed(f"prune: {metrics['status_reason']}; run kept at {out.path} marked 'failed_gate'",
                          hint="prune less (--ratio), fine-tune longer (--epochs), or use --iterative / --distill")

@@ -40,6 +40,7 @@ from ..models.surgery import fold_batchnorm
 from ..recipe import load_recipe
 from ..rundir import MODEL_FORMAT, RunDir, load_model
 from ..tasks import get_task
+from ..tasks.base import metric_name, prefixed
 from ..targets import TARGETS, HOST
 from ..targets import resolve as resolve_target
 from ..utils.env import versions
@@ -60,10 +61,10 @@ def _nncf():
 
 
 def _calib_tensors(task, recipe, data, n: int) -> list[torch.Tensor]:
-    from .export import calibration_batches
+    from .calib import calibration_batches
 
     batches, _ = calibration_batches(task, recipe, data, None, n, batch=32)
-    return [torch.from_numpy(b) for b in batches]
+    return [torch.from_numpy(next(iter(b.values()))) for b in batches]   # the model's one input
 
 
 def build_qat_model(fp32: nn.Module, calib: list[torch.Tensor], flavour: str, target: str):
@@ -143,7 +144,7 @@ def load_qat_reference(rd: RunDir, desc: dict) -> nn.Module:
     recipe = load_recipe(rd.recipe)
     task = get_task(recipe.task)
     data = task.load_data(recipe)
-    from .export import qat_target_name
+    from ..targets import qat_target_name
 
     q, _ = build_qat_model(fp32, _calib_tensors(task, recipe, data, desc["qat"]["calib_size"]), desc["qat"]["flavour"],
                            qat_target_name(desc["qat"]))
@@ -180,9 +181,10 @@ def layer_errors(fp: nn.Module, q: nn.Module, batches, top: int = 5) -> list[dic
     return rows[:top]
 
 
-def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str = "cpu", target: str | None = None,
-        calib_size: int = 300, max_drop: float | None = None, resume: bool = False, threads: int | None = None) -> dict:
-    """Quantization-aware training of a run (FP32 or pruned); returns metrics (also OUT/metrics.json).
+def qat(run, *, out, epochs: int, lr: float | None, flavour: str, target: str | None, calib_size: int,
+        max_drop: float | None, resume: bool, threads: int | None) -> dict:
+    """Quantization-aware training of a run (FP32 or pruned); returns metrics (also OUT/metrics.json). Every
+    setting is explicit here: :func:`edgeft.qat` fills them from the recipe (``compress.qat``).
 
     ``target`` (default: this machine's CPU class) decides the INT8 weight range; ``flavour="tensorrt"`` is
     the same as ``target="tensorrt"``."""
@@ -205,13 +207,14 @@ def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str
     device = pick_device(recipe.train.device, DistCtx())
     example = task.example_input(recipe, 2)
     t0 = time.perf_counter()
-    fp32_val = evaluate(fp32, task, data.val, recipe, device, num_classes=nc)["top1"]
+    p = task.primary
+    fp32_val = evaluate(fp32, task, data.val, recipe, device, num_classes=nc)[p]
     calib = _calib_tensors(task, recipe, data, calib_size)
     info(f"QAT ({flavour}, target {tgt.name}): folding BatchNorm, PTQ initialisation on "
          f"{sum(len(b) for b in calib)} samples ...")
     q, qmeta = build_qat_model(fp32, calib, flavour, tgt.name)
-    ptq_val = evaluate(q, task, data.val, recipe, device, num_classes=nc)["top1"]
-    info(f"FP32 val top-1 {fp32_val:.4f}; INT8 after PTQ init (fake-quant) {ptq_val:.4f}")
+    ptq_val = evaluate(q, task, data.val, recipe, device, num_classes=nc)[p]
+    info(f"FP32 val {metric_name(p)} {fp32_val:.4f}; INT8 after PTQ init (fake-quant) {ptq_val:.4f}")
     out.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out.recipe, parent.recipe.read_text())
     out.write_labels(labels)
@@ -238,7 +241,7 @@ def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str
         r2.train.label_smoothing = 0.0
         res = fit(q, task, r2, data, rd=out, ctx=DistCtx(), device=device, epochs=epochs, lr=lr,
                   model_name=pdesc["name"], num_classes=nc, resume=ck, stage="qat", save_fn=save_state)
-        if res.best.get("val_top1", -1) < ptq_val:  # QAT never returns something worse than its PTQ start
+        if res.best.get(f"val_{p}", -1) < ptq_val:  # QAT never returns something worse than its PTQ start
             q2, _ = build_qat_model(fp32, calib, flavour, tgt.name)
             save_state(q2)
     from safetensors.torch import load_file
@@ -256,26 +259,24 @@ def qat(run, *, out=None, epochs: int = 1, lr: float | None = None, flavour: str
     atomic_write_json(out.model_json, desc)
     val = evaluate(q, task, data.val, recipe, device, num_classes=nc)
     test = evaluate(q, task, data.test, recipe, device, num_classes=nc) if data.test is not None else None
-    drop = (fp32_val - val["top1"]) * 100
+    drop = (fp32_val - val[p]) * 100
     metrics = {"status": "complete", "stage": "qat", "flavour": flavour, "target": tgt.name,
-               "parent": str(parent.path),
-               "val_top1": val["top1"], "val_top5": val["top5"], "val_top1_ci95": val["top1_ci95"],
-               "val_loss": val["loss"], "val_top1_fp32_parent": fp32_val, "ptq_val_top1": ptq_val,
-               "drop_points": round(drop, 3), "qat_gain_points": round((val["top1"] - ptq_val) * 100, 3),
-               **({"test_top1": test["top1"], "test_top1_ci95": test["top1_ci95"]} if test else {}),
+               "parent": str(parent.path), **prefixed("val", val), f"val_{p}_fp32_parent": fp32_val,
+               f"ptq_val_{p}": ptq_val, "drop_points": round(drop, 3),
+               "qat_gain_points": round((val[p] - ptq_val) * 100, 3), **prefixed("test", test),
                "epochs": epochs, "lr": lr, "quantization": desc["qat"]["quantization"],
                "seconds": round(time.perf_counter() - t0, 1), "history": res.history if res else [],
                "versions": versions()}
     if max_drop is not None and drop > max_drop:
         fp_folded = fold_batchnorm(copy.deepcopy(fp32).eval())
-        batches = [torch.from_numpy(task.eval_inputs(data.val, recipe, np.arange(i * 32, (i + 1) * 32)))
-                   for i in range(min(4, len(data.val) // 32))]
+        batches = [torch.from_numpy(next(iter(task.eval_inputs(data.val, recipe, np.arange(i * 32, (i + 1) * 32))
+                                              .values()))) for i in range(min(4, len(data.val) // 32))]
         metrics["worst_layers"] = layer_errors(fp_folded, q, batches)
         metrics["status"] = "failed_gate"
-        metrics["status_reason"] = f"val top-1 dropped {drop:.2f} points vs FP32 > --max-drop {max_drop}"
+        metrics["status_reason"] = f"val {metric_name(p)} dropped {drop:.2f} points vs FP32 > --max-drop {max_drop}"
     out.write_metrics(metrics)
-    result(f"QAT {pdesc['name']} ({flavour}): val top-1 FP32 {fp32_val:.4f} -> PTQ init {ptq_val:.4f} -> QAT "
-           f"{val['top1']:.4f} ({-drop:+.2f} points vs FP32) in {metrics['seconds']:.0f}s; Q/DQ ONNX: "
+    result(f"QAT {pdesc['name']} ({flavour}): val {metric_name(p)} FP32 {fp32_val:.4f} -> PTQ init {ptq_val:.4f} -> QAT "
+           f"{val[p]:.4f} ({-drop:+.2f} points vs FP32) in {metrics['seconds']:.0f}s; Q/DQ ONNX: "
            f"{out.path / QDQ_ONNX} ({exp['quantize_linear']} Q / {exp['dequantize_linear']} DQ)")
     if metrics["status"] == "failed_gate":
         worst = ", ".join(f"{r['layer']} ({r['rel_error']:.3f})" for r in metrics["worst_layers"])

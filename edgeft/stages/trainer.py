@@ -17,11 +17,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import RunError
 from ..rundir import RunDir, save_model
-from ..stats import wilson_ci
 from ..tasks.base import num_batches
 from ..utils.io import atomic_write_with
 from ..utils.log import info, progress
@@ -137,44 +135,11 @@ def amp_dtype(cfg, device: torch.device):
 
 
 # --------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
 def evaluate(model: nn.Module, task, split, recipe, device, batch_size: int | None = None,
              want_confusion: bool = False, num_classes: int | None = None) -> dict:
-    """top-1/top-5/loss on a whole split (torchmetrics), plus a Wilson 95% CI on top-1."""
-    from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
-
-    m = model.module if hasattr(model, "module") else model
-    was = m.training
-    m.eval()
-    nc = num_classes or _num_classes(m)
-    kw = {"sync_on_compute": False}  # rank 0 evaluates the whole split alone under DDP
-    top1 = MulticlassAccuracy(num_classes=nc, top_k=1, average="micro", **kw).to(device)
-    top5 = MulticlassAccuracy(num_classes=nc, top_k=min(5, nc), average="micro", **kw).to(device)
-    cm = MulticlassConfusionMatrix(num_classes=nc, **kw).to(device) if want_confusion else None
-    loss_sum, n = 0.0, 0
-    for x, y in task.eval_batches(split, recipe, batch_size or recipe.train.eval_batch_size, str(device)):
-        logits = m(x).float()
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        n += int(y.numel())
-        top1.update(logits, y)
-        top5.update(logits, y)
-        if cm is not None:
-            cm.update(logits, y)
-    m.train(was)
-    if n == 0:
-        raise RunError("evaluation split is empty")
-    t1 = float(top1.compute())
-    correct = int(round(t1 * n))
-    out = {"top1": t1, "top5": float(top5.compute()), "loss": loss_sum / n, "n": n,
-           "top1_ci95": list(wilson_ci(correct, n))}
-    if cm is not None:
-        out["confusion"] = cm.compute().cpu().numpy().astype(int).tolist()
-    return out
-
-
-def _num_classes(m: nn.Module) -> int:
-    last = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]
-    return last[-1].out_features if last else 2
+    """The task's metrics on a whole split (its primary metric under ``task.primary``)."""
+    return task.evaluate(model, split, recipe, device, batch_size=batch_size, want_confusion=want_confusion,
+                         num_classes=num_classes)
 
 
 # ------------------------------------------------------------------------------------ fault injection
@@ -215,6 +180,11 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def _batch_size(x, y) -> int:
+    """Samples in a batch: a tensor's first dim, or the length of a list of targets (detection)."""
+    return int(y.shape[0]) if hasattr(y, "shape") else len(y)
+
+
 def load_checkpoint(rd: RunDir) -> dict | None:
     if not rd.last.is_file():
         return None
@@ -246,7 +216,8 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
         resume: dict | None = None, stage: str = "finetune", resume_cmd: str = "",
         model_extra: dict | None = None, on_epoch: Callable[[dict], None] | None = None,
         save_fn: Callable[[nn.Module], None] | None = None) -> FitResult:
-    """Train ``model`` for ``epochs`` on ``data`` and keep the best (val top-1) weights in ``rd``."""
+    """Train ``model`` for ``epochs`` on ``data`` and keep the best weights (the task's primary validation
+    metric, e.g. top-1) in ``rd``. The loss and the metrics are the task's."""
     cfg = recipe.train
     raw_model = model
     set_bn_momentum(model, cfg.bn_momentum)
@@ -267,7 +238,7 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
     sched = make_scheduler(opt, cfg, steps, epochs)
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    primary = task.primary
     head_params = set()
     if head and freeze_epochs:
         head_params = {id(p) for p in raw_model.get_submodule(head).parameters()}
@@ -289,8 +260,8 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
         res.epochs_done = start
         bad_epochs = int(resume.get("bad_epochs", 0))
         if start < epochs:
-            info(f"resuming {stage} at epoch {start + 1}/{epochs} (best val top-1 so far "
-                 f"{res.best.get('val_top1', float('nan')):.4f})")
+            info(f"resuming {stage} at epoch {start + 1}/{epochs} (best val {primary} so far "
+                 f"{res.best.get(f'val_{primary}', float('nan')):.4f})")
     else:
         bad_epochs = 0
 
@@ -300,7 +271,7 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
             model.train()
             freeze = epoch < freeze_epochs and bool(head_params)
             t0 = time.perf_counter()
-            seen, loss_sum, correct = 0, 0.0, 0
+            seen, loss_sum, counts = 0, 0.0, {}
             bar = prog.add_task(f"{stage} epoch {epoch + 1}/{epochs}", total=steps, status="")
             for step, (x, y) in enumerate(task.train_batches(data, recipe, epoch, ctx.rank, ctx.world, str(device))):
                 if step >= steps:
@@ -309,15 +280,7 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
                 if cl and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    logits = model(x)
-                    loss = crit(logits.float(), y)
-                    if teacher is not None and distill > 0:
-                        with torch.no_grad():
-                            tl = teacher(x).float()
-                        t = 4.0
-                        kd = F.kl_div(F.log_softmax(logits.float() / t, 1), F.softmax(tl / t, 1),
-                                      reduction="batchmean") * t * t
-                        loss = (1 - distill) * loss + distill * kd
+                    loss, batch_counts = task.loss(model, x, y, recipe, teacher=teacher, distill=distill)
                 opt.zero_grad(set_to_none=True)
                 (scaler.scale(loss) if scaler else loss).backward()
                 if freeze:  # head-only warm start: backbone grads dropped (DDP-safe, no requires_grad toggling)
@@ -334,10 +297,11 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
                 else:
                     opt.step()
                 sched.step()
-                bs = int(y.numel())
+                bs = _batch_size(x, y)
                 seen += bs
                 loss_sum += float(loss.detach()) * bs
-                correct += int((logits.detach().argmax(1) == y).sum())
+                for k, v in batch_counts.items():
+                    counts[k] = counts.get(k, 0) + v
                 prog.update(bar, advance=1, status=f"loss {loss_sum / seen:.3f}  "
                                                    f"{seen * ctx.world / (time.perf_counter() - t0):.0f} img/s")
             prog.remove_task(bar)
@@ -346,15 +310,15 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
             res.images_seen += seen * ctx.world
             val = evaluate(model, task, data.val, recipe, device, num_classes=num_classes) if ctx.main else None
             val = ctx.broadcast(val)
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
-                   "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                   **{f"train_{k}": v / max(seen, 1) for k, v in counts.items()},
+                   **{f"val_{k}": val[k] for k in task.history_metrics if k in val},
                    "lr": opt.param_groups[0]["lr"], "epoch_time_s": round(dt, 2),
                    "images_per_s": round(seen * ctx.world / dt, 1), "frozen_backbone": freeze}
             res.history.append(row)
-            improved = val["top1"] > res.best.get("val_top1", -1.0)
+            improved = val[primary] > res.best.get(f"val_{primary}", -1.0)
             if improved:
-                res.best = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
-                            "epoch": epoch + 1}
+                res.best = {**{f"val_{k}": val[k] for k in task.history_metrics if k in val}, "epoch": epoch + 1}
                 bad_epochs = 0
                 if save_fn is not None and ctx.main:
                     save_fn(raw_model)
@@ -363,9 +327,9 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
             else:
                 bad_epochs += 1
             res.epochs_done = epoch + 1
-            info(f"{stage} epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f}  val top-1 {val['top1']:.4f} "
-                 f"top-5 {val['top5']:.4f} loss {val['loss']:.4f}  {row['images_per_s']:.0f} img/s"
-                 f"{'  (best)' if improved else ''}")
+            shown = "  ".join(f"{k} {val[k]:.4f}" for k in task.history_metrics if k in val)
+            info(f"{stage} epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f}  val {shown}  "
+                 f"{row['images_per_s']:.0f} img/s{'  (best)' if improved else ''}")
             if rd is not None and ctx.main:
                 ck = {"format": CKPT_FORMAT, "stage": stage, "epoch": epoch + 1, "model": raw_model.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -377,7 +341,7 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
                 on_epoch({"history": res.history, "best": res.best, "epochs_done": res.epochs_done})
             ctx.barrier()
             if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-                info(f"early stopping: no val top-1 gain for {bad_epochs} epoch(s)")
+                info(f"early stopping: no val {primary} gain for {bad_epochs} epoch(s)")
                 res.stopped_early = True
                 break
     return res

@@ -1,6 +1,12 @@
-"""Tasks hold all domain knowledge (data, augmentation, preprocessing spec, metrics); stages stay generic.
+"""Tasks: each folder ``edgeft/tasks/<name>/`` owns everything about one task.
 
-``get_task(name)`` imports the task module lazily (torch is imported by the training-side tasks only).
+- ``recipe.py``: its recipe class (registered for ``task: <name>``), torch-free;
+- ``device.py``: the torch-free half the runtime and the bench use: preprocessing from the manifest,
+  post-processing, the metric (with its confidence interval), the parity rule, benchmark samples;
+- ``task.py``: the training side: data, augmentation, model, loss, evaluation, example input, I/O spec.
+
+``TASKS`` maps names to packages; adding a task is one folder plus one line here (or one
+:func:`register_task` call for code outside edgeft). Nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -8,15 +14,38 @@ import importlib
 
 from ..errors import UnknownNameError, did_you_mean
 
-_TASKS = {"image_cls": "edgeft.tasks.image_cls:ImageClsTask", "kws": "edgeft.tasks.kws:KwsTask"}
+TASKS: dict[str, str] = {
+    "image_cls": "edgeft.tasks.image_cls",
+    "kws": "edgeft.tasks.kws",
+}
 
 
-def get_task(name: str):
-    if name not in _TASKS:
-        raise UnknownNameError(f"unknown task {name!r}.{did_you_mean(name, _TASKS)} Valid: {', '.join(_TASKS)}")
-    mod, _, cls = _TASKS[name].partition(":")
-    return getattr(importlib.import_module(mod), cls)()
+def register_task(name: str, package: str) -> None:
+    if name in TASKS and TASKS[name] != package:
+        raise ValueError(f"task {name!r} registered twice ({TASKS[name]} and {package})")
+    TASKS[name] = package
+
+
+def _package(name: str) -> str:
+    if name not in TASKS:
+        raise UnknownNameError(f"unknown task {name!r}.{did_you_mean(name, TASKS)} Valid: {', '.join(TASKS)}")
+    return TASKS[name]
 
 
 def task_names() -> list[str]:
-    return list(_TASKS)
+    return list(TASKS)
+
+
+def recipe_module(name: str):
+    """Import the task's recipe module (it registers the recipe class)."""
+    return importlib.import_module(f"{_package(name)}.recipe")
+
+
+def device_task(name: str):
+    """The torch-free half of a task (runtime, bench, serving)."""
+    return importlib.import_module(f"{_package(name)}.device").DEVICE
+
+
+def get_task(name: str):
+    """The training-side task (imports torch)."""
+    return importlib.import_module(f"{_package(name)}.task").Task()

@@ -8,8 +8,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import Preprocess, load_image_dataset, normalize_batch
-from .base import TaskData, epoch_generator, num_batches, shard_permutation
+from ...data.images import Preprocess, load_image_dataset, normalize_batch
+from ..base import TaskData, epoch_generator, num_batches, shard_permutation
+from ..classify_torch import TorchClassification
+from .device import DEVICE
 
 
 def preprocess_of(recipe) -> Preprocess:
@@ -18,8 +20,9 @@ def preprocess_of(recipe) -> Preprocess:
                       mean=tuple(i.mean), std=tuple(i.std))
 
 
-class ImageClsTask:
+class Task(TorchClassification):
     name = "image_cls"
+    device = DEVICE
 
     # ------------------------------------------------------------------------------------ data
     def load_data(self, recipe, source: str | None = None) -> TaskData:
@@ -53,9 +56,32 @@ class ImageClsTask:
             x = torch.from_numpy(normalize_batch(split.images[s:s + batch_size], p))
             yield x.to(device), torch.from_numpy(split.targets[s:s + batch_size]).to(device)
 
-    def eval_inputs(self, split, recipe, idx: np.ndarray) -> np.ndarray:
-        """Deployment-preprocessed float32 inputs for the given sample indices (numpy path)."""
-        return normalize_batch(split.images[np.asarray(idx)], preprocess_of(recipe))
+    def eval_inputs(self, split, recipe, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Deployment-preprocessed feeds for the given sample indices (numpy path)."""
+        return {"input": normalize_batch(split.images[np.asarray(idx)], preprocess_of(recipe))}
+
+    def calib_from_dir(self, recipe, d: str, n: int, rng) -> dict[str, np.ndarray]:
+        """Calibration feeds from a folder of representative images (unreadable ones skipped, counted)."""
+        from pathlib import Path
+
+        from ...data.images import IMAGE_EXTS, UnreadableImage, decode_resized
+        from ...errors import DataError
+        from ...utils.log import warn
+
+        files = sorted(f for f in Path(d).rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+        files = [files[i] for i in np.sort(rng.permutation(len(files))[:n])]
+        p = preprocess_of(recipe)
+        arrs, bad = [], 0
+        for f in files:
+            try:
+                arrs.append(decode_resized(f, p))
+            except UnreadableImage:
+                bad += 1
+        if not arrs:
+            raise DataError(f"--calib-data {d!r}: none of the images could be read")
+        if bad:
+            warn(f"--calib-data: skipped {bad} unreadable image(s)")
+        return {"input": normalize_batch(np.stack(arrs), p)}
 
     # ------------------------------------------------------------------------------ deployment
     def example_input(self, recipe, batch: int = 1) -> torch.Tensor:
@@ -65,9 +91,6 @@ class ImageClsTask:
     def input_spec(self, recipe) -> dict:
         s = recipe.input.size
         return {"name": "input", "shape": ["batch", 3, s, s], "dtype": "float32"}
-
-    def output_spec(self, num_classes: int) -> dict:
-        return {"name": "logits", "shape": ["batch", num_classes], "dtype": "float32"}
 
     def preprocess_spec(self, recipe) -> dict:
         return {"kind": "image", **preprocess_of(recipe).to_dict()}

@@ -8,12 +8,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.audio import TTS_NAME, load_clips, make_kws_tts, read_wav, scan_speech_commands, tts_dir
-from ..errors import DataError
-from ..runtime.features import LOG_EPS, LogMel
-from ..utils.log import warn
-from .base import TaskData, epoch_generator, num_batches, shard_permutation
-from .kws_recipe import KwsRecipe  # noqa: F401  (registers the recipe class)
+from ...data.audio import TTS_NAME, load_clips, make_kws_tts, read_wav, scan_speech_commands, tts_dir
+from ...errors import DataError
+from ...runtime.features import LOG_EPS, LogMel
+from ...utils.log import warn
+from ..base import TaskData, epoch_generator, num_batches, shard_permutation
+from ..classify_torch import TorchClassification
+from .device import DEVICE
+from .recipe import KwsRecipe  # noqa: F401  (registers the recipe class)
 
 
 class KwsSplit:
@@ -26,7 +28,7 @@ class KwsSplit:
 
 def torch_logmel(wave: torch.Tensor, lm: LogMel) -> torch.Tensor:
     """(B, S) float32 -> (B, n_mels, T): the numpy LogMel maths in torch (tested equal)."""
-    from ..runtime.features import hann_periodic, mel_filterbank
+    from ...runtime.features import hann_periodic, mel_filterbank
 
     w = torch.zeros(lm.n_fft)
     off = (lm.n_fft - lm.win) // 2
@@ -38,8 +40,9 @@ def torch_logmel(wave: torch.Tensor, lm: LogMel) -> torch.Tensor:
     return torch.log(power @ fb.to(wave.device) + LOG_EPS).transpose(1, 2).contiguous()
 
 
-class KwsTask:
+class Task(TorchClassification):
     name = "kws"
+    device = DEVICE
 
     # ------------------------------------------------------------------------------------ data
     def source_dir(self, source: str) -> Path:
@@ -99,12 +102,12 @@ class KwsTask:
             x = torch.from_numpy(split.clips[s:s + batch_size].astype(np.float32) / 32767.0)
             yield torch_logmel(x, lm).unsqueeze(1).to(device), torch.from_numpy(split.targets[s:s + batch_size]).to(device)
 
-    def eval_inputs(self, split, recipe, idx: np.ndarray) -> np.ndarray:
+    def eval_inputs(self, split, recipe, idx: np.ndarray) -> dict[str, np.ndarray]:
         lm = recipe.features.logmel()
-        return np.stack([lm.clip_features(split.clips[i].astype(np.float32) / 32767.0)[None]
-                         for i in np.asarray(idx)]).astype(np.float32)
+        return {"input": np.stack([lm.clip_features(split.clips[i].astype(np.float32) / 32767.0)[None]
+                                   for i in np.asarray(idx)]).astype(np.float32)}
 
-    def calib_from_dir(self, recipe, d: str, n: int) -> np.ndarray:
+    def calib_from_dir(self, recipe, d: str, n: int, rng=None) -> dict[str, np.ndarray]:
         lm = recipe.features.logmel()
         files = sorted(Path(d).rglob("*.wav"))[:n]
         feats = []
@@ -115,7 +118,7 @@ class KwsTask:
                 pass
         if not feats:
             raise DataError(f"--calib-data {d!r}: no readable wav files")
-        return np.stack(feats).astype(np.float32)
+        return {"input": np.stack(feats).astype(np.float32)}
 
     # ------------------------------------------------------------------------------ deployment
     def example_input(self, recipe, batch: int = 1) -> torch.Tensor:
@@ -127,9 +130,6 @@ class KwsTask:
         lm = recipe.features.logmel()
         return {"name": "input", "shape": ["batch", 1, lm.n_mels, lm.frames(lm.clip_samples)], "dtype": "float32"}
 
-    def output_spec(self, num_classes: int) -> dict:
-        return {"name": "logits", "shape": ["batch", num_classes], "dtype": "float32"}
-
     def preprocess_spec(self, recipe) -> dict:
         return recipe.features.logmel().spec()
 
@@ -137,7 +137,7 @@ class KwsTask:
         """(stateful wrapper, new frames per hop) for causal temporal models (ds_tcn); None otherwise."""
         if not hasattr(model, "receptive_field"):
             return None
-        from ..models.audio import streaming_wrapper
+        from ...models.audio import streaming_wrapper
 
         lm = recipe.features.logmel()
         hop = int(round(recipe.stream.hop_ms * lm.sample_rate / 1000))

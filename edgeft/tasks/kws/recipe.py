@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..recipe import Section, _RecipeBase, register_recipe_class
-from ..data.audio import KEYWORDS
+from ...data.audio import KEYWORDS
+from ...sections import RecipeBase, Section, register_recipe_class
 
 
 class FeaturesCfg(Section):
@@ -20,7 +20,7 @@ class FeaturesCfg(Section):
     f_max: float = Field(7600.0, gt=0)
 
     def logmel(self):
-        from ..runtime.features import LogMel
+        from ...runtime.features import LogMel
 
         sr = self.sample_rate
         win = int(round(self.win_ms * sr / 1000))
@@ -48,7 +48,7 @@ class StreamCfg(Section):
     refractory_s: float = Field(1.0, ge=0)
 
 
-class KwsRecipe(_RecipeBase):
+class KwsRecipe(RecipeBase):
     task: Literal["kws"] = "kws"
     keywords: list[str] = Field(default_factory=lambda: list(KEYWORDS))
     features: FeaturesCfg = Field(default_factory=FeaturesCfg)

@@ -1,0 +1,120 @@
+"""The public API: one verb per stage, the essential argument positional, every option keyword-only.
+
+Defaults live in one place: the recipe's sections (:mod:`edgeft.sections`). An option left ``None`` takes the
+run's recipe value (its ``compress.prune`` / ``compress.qat`` / ``export`` section), else the section's
+default; the CLI is a thin layer that passes what the user typed.
+
+Example::
+
+    import edgeft
+    edgeft.finetune("image_cls/resnet18", out="runs/r18", epochs=3)
+    edgeft.prune("runs/r18", ratio=0.5, epochs=2)              # -> runs/r18-pruned50
+    edgeft.qat("runs/r18-pruned50", epochs=1)                  # -> runs/r18-pruned50-qat
+    m = edgeft.export("runs/r18-pruned50-qat", format="openvino", precision="int8")
+    doc = edgeft.bench(["runs/r18", "runs/r18/bundles/openvino-int8"], data="fashion-mnist:test")
+    with edgeft.load("runs/r18/bundles/openvino-int8") as model:
+        print(model.predict(["shoe.png"]))
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _section(run, name: str, cls, given: dict) -> dict:
+    """The run's recipe section ``compress.<name>`` (else the section's defaults), with what was given on top."""
+    from .recipe import load_recipe
+
+    base = None
+    p = Path(run) / "recipe.yaml"
+    if p.is_file():
+        try:
+            base = getattr(load_recipe(p).compress, name)
+        except Exception:  # noqa: BLE001 - the stage reports a broken run precisely
+            base = None
+    values = (base or cls()).model_dump()
+    values.update({k: v for k, v in given.items() if v is not None})
+    return values
+
+
+def finetune(recipe, *, out=None, data: str | None = None, epochs: int | None = None, resume: bool = False,
+             overrides=()) -> dict:
+    """Fine-tune a recipe's model (a recipe name, YAML path or Recipe); returns the run's metrics.
+
+    CLI: ``edgeft finetune --recipe image_cls/resnet18 --out runs/r18 --epochs 3``"""
+    from .stages.finetune import finetune as _finetune
+
+    return _finetune(recipe, out, data=data, epochs=epochs, resume=resume, overrides=overrides)
+
+
+def prune(run, *, out=None, ratio: float | None = None, method: str | None = None, round_to: int | None = None,
+          epochs: int | None = None, iterative: int | None = None, lr: float | None = None,
+          distill: float | None = None, global_pruning: bool | None = None, max_drop: float | None = None,
+          target_macs: float | None = None, target_latency_ms: float | None = None, resume: bool = False,
+          threads: int | None = None) -> dict:
+    """Structured channel pruning + recovery fine-tuning; with ``target_macs`` / ``target_latency_ms`` the
+    ratio is searched; ``round_to=0`` keeps channel counts unrounded.
+    CLI: ``edgeft prune runs/r18 --ratio 0.5 --epochs 2``"""
+    from .sections import PruneCfg
+    from .stages.prune import prune as _prune
+
+    cfg = _section(run, "prune", PruneCfg, dict(ratio=ratio, method=method, round_to=round_to, epochs=epochs,
+                                                 iterative=iterative, lr=lr, distill=distill,
+                                                 global_pruning=global_pruning, max_drop=max_drop))
+    if (target_macs or target_latency_ms) and ratio is None:
+        cfg["ratio"] = None             # searched
+    if round_to == 0:
+        cfg["round_to"] = None          # no rounding of channel counts
+    return _prune(run, out=out, target_macs=target_macs, target_latency_ms=target_latency_ms, resume=resume,
+                  threads=threads, **cfg)
+
+
+def qat(run, *, out=None, epochs: int | None = None, lr: float | None = None, flavour: str | None = None,
+        target: str | None = None, calib_size: int | None = None, max_drop: float | None = None,
+        resume: bool = False, threads: int | None = None) -> dict:
+    """Quantization-aware training (NNCF) -> a Q/DQ ONNX graph for ``target`` (default: this CPU's class).
+    CLI: ``edgeft qat runs/r18-pruned50 --epochs 1``"""
+    from .sections import QatCfg
+    from .stages.qat import qat as _qat
+
+    cfg = _section(run, "qat", QatCfg, dict(epochs=epochs, lr=lr, flavour=flavour, target=target,
+                                            calib_size=calib_size, max_drop=max_drop))
+    return _qat(run, out=out, resume=resume, threads=threads, **cfg)
+
+
+def export(run, *, format: str = "onnx", precision: str = "fp32", target: str | None = None,
+           calib_data: str | None = None, calib_size: int | None = None, out=None, max_drop: float | None = None,
+           parity_samples: int | None = None, opset: int | None = None, force: bool = False,
+           sign_key: str | None = None) -> dict:
+    """Export a run to a verified bundle; returns its manifest (options left None: the run's recipe
+    ``export`` section). CLI: ``edgeft export runs/r18 --format openvino --int8``"""
+    from .stages.export import export as _export
+
+    return _export(run, format=format, precision=precision, target=target, calib_data=calib_data,
+                   calib_size=calib_size, out=out, max_drop=max_drop, parity_samples=parity_samples, opset=opset,
+                   force=force, sign_key=sign_key)
+
+
+def bench(artifacts, *, data: str = "fashion-mnist:test", **settings) -> dict:
+    """Accuracy + latency of several artifacts in one interleaved run; returns the result document.
+    ``settings``: the fields of :class:`edgeft.bench.harness.BenchConfig` (scenario, profile, threads, ...).
+    CLI: ``edgeft bench runs/r18 runs/r18/bundles/* --data fashion-mnist:test``"""
+    from .bench.harness import BenchConfig
+    from .bench.harness import bench as _bench
+
+    return _bench([str(a) for a in artifacts], BenchConfig(data=data, **settings))
+
+
+def run(recipe, *, out=None, overrides=(), profile: str | None = None, threads: int | None = None,
+        until: str | None = None) -> str:
+    """The whole pipeline from one recipe (finetune -> prune -> qat -> export -> bench), resumable stage by stage;
+    returns the summary table. CLI: ``edgeft run image_cls/default``"""
+    from .pipeline import run_pipeline
+
+    return run_pipeline(recipe, out, overrides=overrides, profile=profile, threads=threads, until=until)
+
+
+def load(bundle, **kw):
+    """Open a bundle on its backend, torch-free (see :func:`edgeft.runtime.load`)."""
+    from . import runtime
+
+    return runtime.load(bundle, **kw)

@@ -1,0 +1,131 @@
+"""Parity of a bundle against PyTorch, through the runtime a device uses: the task's output comparison on real
+validation samples, the task's metric on the whole validation split for the artifact and for PyTorch FP32, and
+the verdict (parity tolerance per precision, ``--max-drop`` gate on the metric)."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import STATUS_OK
+from ..errors import UnsupportedError
+
+
+def parity_report(bundle_dir: Path, manifest: dict, ref_model, fp32_model, task, recipe, data, precision: str,
+                  n: int, batch: int = 32) -> dict:
+    """Run the artifact through the device runtime and compare with PyTorch on real validation data."""
+    dev = task.device
+    val = data.val
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.permutation(len(val))[: min(n, len(val))])
+    feeds = task.eval_inputs(val, recipe, idx)
+    ref = _concat([task.torch_outputs(ref_model, _slice(feeds, s, batch)) for s in range(0, len(idx), batch)])
+    runner_cls, how = parity_runner(manifest)
+    with runner_cls(bundle_dir, manifest) as runner:
+        got = _concat([runner.infer(_slice(feeds, s, batch)) for s in range(0, len(idx), batch)])
+        acc_art = split_metric(runner.infer, task, recipe, val, batch)
+    acc_ref = split_metric(lambda f: task.torch_outputs(fp32_model, f), task, recipe, val, batch)
+    m = dev.metric
+    return {
+        "samples": int(len(idx)), "split": "val",
+        "reference": "pytorch fp32" if ref_model is fp32_model else "pytorch fake-quant (QAT)",
+        **dev.parity(ref, got),
+        "accuracy": {"split": "val", "metric": m, "n": acc_art["n"], m: acc_art[m], f"{m}_pytorch_fp32": acc_ref[m],
+                     "drop_points": round((acc_ref[m] - acc_art[m]) * 100, 3)},
+        "tolerance": dev.tolerance[precision], "runtime": how,
+    }
+
+
+def _slice(feeds: dict, s: int, batch: int) -> dict:
+    return {k: v[s:s + batch] for k, v in feeds.items()}
+
+
+def _concat(parts: list[dict]) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def split_metric(infer, task, recipe, split, batch: int) -> dict:
+    """The task's metric over a whole split, from ``infer(feeds) -> outputs`` (artifact or PyTorch)."""
+    acc = task.device.accumulator(None)
+    n = len(split)
+    for s in range(0, n, 256):
+        idx = np.arange(s, min(s + 256, n))
+        feeds = task.eval_inputs(split, recipe, idx)
+        out = _concat([infer(_slice(feeds, i, batch)) for i in range(0, len(idx), batch)])
+        acc.update(out, split.targets[idx])
+    return acc.result()
+
+
+def parity_runner(manifest: dict):
+    """The runner that checks a bundle: natively when this CPU computes what the target's CPU computes, else a
+    faithful simulation. Full-range INT8 (u8s8 for VNNI CPUs, s8s8 for TensorRT) saturates in the int8 kernels
+    of x86 CPUs without VNNI, so there it is checked with Q/DQ (ONNX Runtime) or FakeQuantize (OpenVINO) run
+    as float maths: the integer arithmetic a VNNI CPU or TensorRT performs."""
+    from ..backends import backend_for
+    from ..errors import BundleError
+    from ..targets import check_bundle, real_cpu_features
+
+    fmt = manifest["format"]
+    real = real_cpu_features()
+    try:
+        check_bundle(manifest, "parity", feats=real)
+        return partial(backend_for(fmt).Runner, check_target=False), fmt
+    except BundleError as e:
+        why = f"this CPU cannot run it natively ({real.describe()})"
+        if "int8_full_range" not in manifest["target"]["requires"]:
+            raise UnsupportedError(f"cannot verify the bundle here: {e.message}") from None
+    if fmt in ("onnx", "onnxruntime"):
+        from ..backends.onnxruntime import Runner
+
+        return partial(Runner, exact_qdq=True, check_target=False), \
+            f"onnxruntime, Q/DQ simulated in float (exact int8 arithmetic; {why})"
+    from ..backends.openvino import Runner
+
+    return partial(Runner, exact_int8=True, check_target=False), \
+        f"openvino, FakeQuantize simulated in float (exact int8 arithmetic; {why})"
+
+
+def judge(task, par: dict, precision: str, max_drop: float | None) -> tuple[str, str | None]:
+    why = task.device.parity_failure(par, precision)
+    if why:
+        return "failed_parity", why
+    a = par["accuracy"]
+    if max_drop is not None and a["drop_points"] > max_drop:
+        m = a.get("metric", "top1")
+        return "failed_gate", (f"val {_metric_name(m)} {a[m]:.4f} vs PyTorch FP32 {a[f'{m}_pytorch_fp32']:.4f}: drop "
+                               f"{a['drop_points']:.2f} points > --max-drop {max_drop}")
+    return STATUS_OK, None
+
+
+def _metric_name(m: str) -> str:
+    return {"top1": "top-1", "map": "mAP"}.get(m, m)
+
+
+def streaming_parity(bundle_dir: Path, manifest: dict, model, task, recipe, data, n: int = 32) -> dict:
+    """Final logits after streaming a clip's frames vs the full-window PyTorch model on the same clip."""
+    from ..backends import backend_for
+    from ..bundle import streaming_view
+
+    sm = manifest["streaming_model"]
+    m2 = streaming_view(manifest)
+    f = int(sm["new_frames"])
+    idx = np.arange(min(n, len(data.val)))
+    feeds = task.eval_inputs(data.val, recipe, idx)
+    x = next(iter(feeds.values()))                        # (n, 1, n_mels, T)
+    ref = task.torch_outputs(model, feeds)["logits"]
+    got = []
+    with backend_for(manifest["format"]).Runner(bundle_dir, m2, check_target=False) as r:
+        for i in range(len(idx)):
+            fr = x[i, 0]
+            pad = (-fr.shape[1]) % f
+            fr = np.concatenate([np.full((fr.shape[0], pad), fr.min(), np.float32), fr], 1) if pad else fr
+            states = {s["name"]: np.zeros(s["shape"], np.float32) for s in sm["states"]}
+            for t in range(0, fr.shape[1], f):
+                outs = r.infer({"feats": fr[None, :, t:t + f], **states})
+                states = {s["name"]: np.asarray(outs[s["name"] + "_out"]) for s in sm["states"]}
+            got.append(np.asarray(outs["logits"])[0])
+    got = np.stack(got)
+    return {"clips": int(len(idx)), "max_abs_diff": float(np.abs(got - ref).max()),
+            "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
+            "reference": "full-window PyTorch model on the same clip"}
