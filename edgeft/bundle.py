@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import BundleError
 from .utils.io import atomic_write_json, default_mode, sha256_file
@@ -79,12 +79,12 @@ class Manifest(_M):
     """What the device side relies on; everything else in the manifest is information."""
 
     schema_version: str
-    task: Literal["image_cls", "kws"]
+    task: str
     labels: list[str] = Field(min_length=1)
     preprocess: dict[str, Any]
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
-    format: Literal["onnx", "onnxruntime", "openvino", "tensorrt"]
+    format: str
     precision: Literal["fp32", "fp16", "bf16", "int8"]
     model_files: dict[str, str] = Field(min_length=1)
     files: dict[str, FileEntry]
@@ -92,6 +92,24 @@ class Manifest(_M):
     target: Optional[TargetRecord] = None
     streaming_model: Optional[dict[str, Any]] = None
     integrity: Integrity
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v):
+        from .tasks import TASKS
+
+        if v not in TASKS:
+            raise ValueError(f"unknown task; this edgeft knows {', '.join(TASKS)}")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v):
+        from .backends import formats
+
+        if v not in formats():
+            raise ValueError(f"unknown format; this edgeft runs {', '.join(formats())}")
+        return v
 
 
 def _schema_error(mp: Path, e: ValidationError) -> BundleError:

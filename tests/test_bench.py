@@ -162,6 +162,7 @@ def test_bad_inputs(cli, arts, tmp_path):
     assert r.code == 2 and "No such option" in r.err and "edgeft bench --help" in r.err
 
 
+@pytest.mark.slow
 def test_run_pipeline_and_resume(cli, tmp_path):
     recipe = write_recipe(tmp_path / "p.yaml", epochs=1, extra=(
         "export:\n  calib_size: 64\n  parity_samples: 64\n  targets: [{format: onnxruntime, precision: fp32}, "
@@ -180,6 +181,7 @@ def test_run_pipeline_and_resume(cli, tmp_path):
     assert changed.code == 2 and "different recipe" in changed.err
 
 
+@pytest.mark.slow
 def test_make_video_and_camera(cli, arts, tmp_path):
     pytest.importorskip("cv2")
     _, ort, _ = arts

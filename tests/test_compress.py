@@ -121,6 +121,7 @@ def test_tensorrt_rules_catch_each_violation():
     assert any("data input is not produced by DequantizeLinear" in v for v in tensorrt_violations(model(conv_from_dq=False)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["x86-avx2", "x86-vnni"])
 def test_qat_beats_ptq_on_a_quantization_hostile_toy(tiny_run, tmp_path, target):
     """State of the claim: on this toy (one activation channel 30x larger than the rest, so per-tensor INT8
@@ -149,6 +150,7 @@ def test_qat_gate_reports_the_worst_layers(tiny_run, tmp_path, cli):
     assert r.code == 2 and "valid are cpu, tensorrt" in r.err
 
 
+@pytest.mark.slow
 def test_run_pipeline_prune_qat_export_and_cache(cli, tmp_path):
     """`edgeft run` chains finetune -> prune -> qat -> export; a re-run keeps every stage, a changed
     compression setting is refused for the same folder (the finished stages are kept)."""

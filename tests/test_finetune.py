@@ -35,6 +35,7 @@ def test_finetune_cli_writes_a_complete_run(cli, tiny_recipe, tmp_path):
     assert again.code == 2 and "already holds a complete run" in again.err and "--resume" in again.err
 
 
+@pytest.mark.slow
 def test_resume_after_kill_mid_epoch_matches_uninterrupted(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", model="test_resnet", epochs=3,
                           extra="model: {name: test_resnet, dropout: 0.2}\n")
@@ -57,6 +58,7 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo_one_run_dir(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", epochs=2)
     r = run_subprocess("-q", "finetune", "--recipe", recipe, "--out", tmp_path / "ddp", "--devices", 2, timeout=300)

@@ -237,6 +237,7 @@ def test_file_names_print_as_themselves(cli, ort_bundle, tmp_path, img):
 
 
 # --------------------------------------------------------------------------------------------- 6. races
+@pytest.mark.slow
 def test_two_exports_to_one_out_at_once(tiny_run, tmp_path):
     out = tmp_path / "same"
     args = ("export", tiny_run, "--format", "openvino", "--int8", "--out", out)
@@ -293,6 +294,7 @@ def _export_on_small_disk(tiny_run, out: Path, preexec=None):
                           timeout=300, env={**os.environ, "EDGEFT_QUIET": "1"})
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_a_bundle(tiny_run, tmp_path):
     """A real full disk: a 64 kB tmpfs (needs mount rights; skipped otherwise, the size-limit test below runs
     everywhere)."""
@@ -310,6 +312,7 @@ def test_disk_full_while_writing_a_bundle(tiny_run, tmp_path):
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_file_size_limit_while_writing_a_bundle(tiny_run, tmp_path):
     import resource
 
@@ -361,6 +364,7 @@ def test_bench_checks_the_output_is_writable_before_any_work(cli, ort_bundle):
 
 
 # ------------------------------------------------------------------------------------------ 9. small things
+@pytest.mark.slow
 def test_ctrl_c_and_a_killed_export_leave_nothing(tiny_run, tmp_path):
     out = tmp_path / "b"
     cmd = [sys.executable, "-m", "edgeft", "export", str(tiny_run), "--format", "openvino", "--int8", "--out", str(out)]
@@ -444,6 +448,7 @@ def fuzz_env(ort_bundle, tmp_path_factory):
     return d, img, orig, sorted(set(_paths(orig)), key=str)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
 def test_fuzzed_manifests_never_traceback_nor_accept_garbage(cli, ort_bundle, fuzz_env, data):
@@ -473,6 +478,7 @@ def test_fuzzed_manifests_never_traceback_nor_accept_garbage(cli, ort_bundle, fu
         assert r.code in (0, 2) and (r.code == 0 or r.err.count("\n") == 1), (path, value, r.err)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
 def test_truncated_or_flipped_bundle_files_are_refused(cli, ort_bundle, fuzz_env, data):

@@ -142,6 +142,7 @@ def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
         scan_speech_commands(d, KEYWORDS + ["banana"])
 
 
+@pytest.mark.slow
 @needs_tts
 def test_kws_finetune_export_stream_listen_bench(tiny_kws_data, tmp_path, cli):
     recipe = tmp_path / "k.yaml"

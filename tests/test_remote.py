@@ -173,6 +173,7 @@ def test_bench_on_a_device_matches_the_local_bench(cli, devices, two_bundles, tm
     assert r.code == 0 and sum(l.startswith("| ") and "| run/openvino-int8 |" in l for l in r.out.splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_device_python_has_no_torch(devices, two_bundles, tmp_path, cli):
     devices("dev1")
     r = cli("-q", "bench", two_bundles[0], *BENCH, "--device", "dev1", "--out", tmp_path / "o")
@@ -239,6 +240,7 @@ def test_two_devices_in_parallel_and_refusals(cli, devices, two_bundles, tmp_pat
     assert r.code == 2 and "not an ssh:// URL" in r.err
 
 
+@pytest.mark.slow
 def test_hostile_device_entries_and_odd_work_folders(cli, devices, two_bundles, tmp_path, sshd):
     marker = tmp_path / "pwned"
     for url in (f"ssh://-oProxyCommand=touch${{IFS}}{marker}@127.0.0.1:{sshd['port']}", "ssh://-Fevil",
