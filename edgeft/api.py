@@ -36,6 +36,20 @@ def _section(run, name: str, cls, given: dict) -> dict:
     return values
 
 
+def _malloc_tuned(fn):
+    """The verbs that run PyTorch or a benchmark keep large blocks in the heap (see utils.env.tune_malloc)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        from .utils.env import tune_malloc
+
+        tune_malloc()
+        return fn(*a, **k)
+    return wrapper
+
+
+@_malloc_tuned
 def finetune(recipe, *, out=None, data: str | None = None, epochs: int | None = None, resume: bool = False,
              overrides=()) -> dict:
     """Fine-tune a recipe's model (a recipe name, YAML path or Recipe); returns the run's metrics.
@@ -46,6 +60,7 @@ def finetune(recipe, *, out=None, data: str | None = None, epochs: int | None = 
     return _finetune(recipe, out, data=data, epochs=epochs, resume=resume, overrides=overrides)
 
 
+@_malloc_tuned
 def prune(run, *, out=None, ratio: float | None = None, method: str | None = None, round_to: int | None = None,
           epochs: int | None = None, iterative: int | None = None, lr: float | None = None,
           distill: float | None = None, global_pruning: bool | None = None, max_drop: float | None = None,
@@ -68,6 +83,7 @@ def prune(run, *, out=None, ratio: float | None = None, method: str | None = Non
                   threads=threads, **cfg)
 
 
+@_malloc_tuned
 def qat(run, *, out=None, epochs: int | None = None, lr: float | None = None, flavour: str | None = None,
         target: str | None = None, calib_size: int | None = None, max_drop: float | None = None,
         resume: bool = False, threads: int | None = None) -> dict:
@@ -81,6 +97,7 @@ def qat(run, *, out=None, epochs: int | None = None, lr: float | None = None, fl
     return _qat(run, out=out, resume=resume, threads=threads, **cfg)
 
 
+@_malloc_tuned
 def export(run, *, format: str = "onnx", precision: str = "fp32", target: str | None = None,
            calib_data: str | None = None, calib_size: int | None = None, out=None, max_drop: float | None = None,
            parity_samples: int | None = None, opset: int | None = None, force: bool = False,
@@ -94,6 +111,7 @@ def export(run, *, format: str = "onnx", precision: str = "fp32", target: str | 
                    force=force, sign_key=sign_key)
 
 
+@_malloc_tuned
 def bench(artifacts, *, data: str = "fashion-mnist:test", **settings) -> dict:
     """Accuracy + latency of several artifacts in one interleaved run; returns the result document.
     ``settings``: the fields of :class:`edgeft.bench.harness.BenchConfig` (scenario, profile, threads, ...).
@@ -104,6 +122,7 @@ def bench(artifacts, *, data: str = "fashion-mnist:test", **settings) -> dict:
     return _bench([str(a) for a in artifacts], BenchConfig(data=data, **settings))
 
 
+@_malloc_tuned
 def run(recipe, *, out=None, overrides=(), profile: str | None = None, threads: int | None = None,
         until: str | None = None) -> str:
     """The whole pipeline from one recipe (finetune -> prune -> qat -> export -> bench), resumable stage by stage;

@@ -78,7 +78,7 @@ def finetune(
     strict: bool = typer.Option(False, "--strict", help="fail on corrupt/empty files instead of skipping them"),
     set_: Optional[List[str]] = SetOpt,
 ):
-    """Fine-tune a classifier: edgeft finetune --recipe image_cls/resnet18 --out runs/r18"""
+    """Fine-tune a model (classifier, keyword spotter, detector): edgeft finetune --recipe image_cls/resnet18 --out runs/r18"""
     if devices > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(_launch_torchrun(devices))
     from . import api
@@ -107,7 +107,9 @@ def _data_opt(run_or_bundle) -> str:
             src = (yaml.safe_load((p / "recipe.yaml").read_text()) or {}).get("data", {}).get("source")
     except (OSError, ValueError, AttributeError):
         src = None
-    if src in ("fashion-mnist", "digits", "speech-commands-tts"):
+    from .tasks import builtin_source_task
+
+    if builtin_source_task(src):
         return f"--data {src}:test"
     return "--data <DIR>"
 
@@ -419,7 +421,7 @@ def bench(
     data: Optional[str] = typer.Option(None, "--data", help="folder of class sub-folders or built-in name[:split] "
                                        "(default: the model's built-in dataset, test split)"),
     scenario: str = typer.Option("single_stream", "--scenario", help=" | ".join(_scenarios())),
-    profile: str = typer.Option("dev", "--profile", help="smoke (CI, ~3 s/artifact) | dev (5 x 10 s) | report (5 x 120 s)"),
+    profile: str = typer.Option("dev", "--profile", help="smoke (CI, ~3 s/artifact) | quick (3 x 3 s, >= 300 samples) | dev (5 x 10 s, >= 5 x 1024) | report (5 x 120 s)"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="threads for every backend (default: all cores)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="result folder (default runs/bench/<run id>)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="result JSON path"),
@@ -547,7 +549,9 @@ def _default_data(artifacts) -> str:
             import yaml
 
             src = ((yaml.safe_load((a / "recipe.yaml").read_text()) or {}).get("data") or {}).get("source")
-        if src in BUILTIN or src == "speech-commands-tts":
+        from .tasks import builtin_source_task
+
+        if src in BUILTIN or builtin_source_task(src):
             return f"{src}:test"
     raise DataError("--data is required: the artifacts were not trained on a built-in dataset",
                     hint="pass --data DIR (class sub-folders named after the labels)")
@@ -600,10 +604,16 @@ def data_export_images(source: str = typer.Argument(..., help="built-in dataset,
                        out: Path = typer.Option(..., "--out", "-o"),
                        split: str = typer.Option("test", "--split", help="train | test"),
                        limit: Optional[int] = typer.Option(None, "--limit", min=1)):
-    """Write a built-in dataset as PNG class folders (for predict, bench --data, --calib-data on a device)."""
+    """Write a built-in dataset as PNG class folders (for predict, bench --data, --calib-data on a device); the
+    detection scenes as PNGs + a COCO instances JSON."""
     from .data.images import export_builtin_images
 
-    n = export_builtin_images(source, out, split, limit)
+    if source == "objects-on-photos":
+        from .tasks.detection.data import export_scenes
+
+        n = export_scenes(out, split, limit)
+    else:
+        n = export_builtin_images(source, out, split, limit)
     log.result(f"wrote {n} images to {out}")
     log.next_step(f"edgeft predict BUNDLE {out}", f"edgeft bench BUNDLE --data {out}")
 
@@ -637,7 +647,7 @@ def data_make_video(out: Path = typer.Argument(..., help="video file to write (.
 def run_cmd(
     recipe: str = typer.Argument(..., help="recipe YAML path or name"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="pipeline folder (default runs/<recipe name>)"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="bench profile override: smoke | dev | report"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="bench profile override: smoke | quick | dev | report"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="bench threads (default: all cores)"),
     until: Optional[str] = typer.Option(None, "--until", help="stop after: finetune | prune | qat | export | bench"),
     set_: Optional[List[str]] = SetOpt,
@@ -705,7 +715,7 @@ def data_make_kws(out: Optional[Path] = typer.Option(None, "--out", "-o", help="
 @data_app.command("make-stream")
 def data_make_stream(out: Path = typer.Option(..., "--out", "-o", help="folder for stream_*.wav + truth .json"),
                      data: str = typer.Option("speech-commands-tts:test", "--data"),
-                     profile: str = typer.Option("dev", "--profile", help="smoke | dev | report (stream lengths)"),
+                     profile: str = typer.Option("dev", "--profile", help="smoke | quick | dev | report (stream lengths)"),
                      seed: int = typer.Option(0, "--seed")):
     """Build the seeded long keyword streams (positive + negative-only) with MLPerf-Tiny-style truth files."""
     from .bench.audio_data import build_streams
@@ -811,6 +821,9 @@ INTERRUPTED = "interrupted: nothing half-written was kept (finished outputs are 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors and edgeft's own errors both become one line + exit 2."""
+    from .utils.env import tune_malloc
+
+    tune_malloc()
     try:
         rc = app(args=argv, prog_name="edgeft", standalone_mode=False)
         if rc == 130:   # typer turns Ctrl-C into a return code of 130 before our handlers could see it

@@ -228,7 +228,9 @@ def _bench_data(r) -> str:
     if getattr(r.bench, "data", None):
         return r.bench.data
     src = r.data.source
-    if src in BUILTIN or src == "speech-commands-tts":
+    from .tasks import builtin_source_task
+
+    if src in BUILTIN or builtin_source_task(src):
         return f"{src}:test"
     p = Path(src)
     for cand in ("test", "val", "validation"):

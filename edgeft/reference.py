@@ -30,9 +30,9 @@ class TorchArtifact(Artifact):
                                    f"not a deployment", hint="bench its exported bundle, and its FP32 parent run as "
                                                               "the reference")
         self.torch_task = get_task(self.task)
-        self.device = self.torch_task.device
         self.spec = {"preprocess": self.torch_task.preprocess_spec(self.recipe),
-                     **self.torch_task.io_spec(self.recipe, self.labels)}
+                     **self.torch_task.io_spec(self.recipe, self.labels), **self.torch_task.extra_manifest(self.recipe)}
+        self.device = self.torch_task.device     # bound to the model once it is loaded (open)
         self.precision, self.fmt = "fp32", "pytorch"
         self.name = name or f"{self.path.name}/pytorch-fp32"
         self.threads = threads
@@ -59,6 +59,7 @@ class TorchArtifact(Artifact):
         self.load_ms = (time.perf_counter() - t) * 1e3
         self.rss_delta = rss_bytes() - r0
         self._macs = count_macs(self.model, self.example)
+        self.device = self.torch_task.device.bound({**self.spec, **self.torch_task.reference_extra(self.model)}, None)
         return self
 
     def set_batch(self, batch) -> None:

@@ -104,4 +104,4 @@ def test_models_command_lists_and_refuses_what_matches_nothing(cli):
     assert r.code == 2 and "no registered model matches 'resnet81'" in r.err and "resnet18" in r.err
     assert r.err.count("\n") == 1
     r = cli("models", "--task", "speech")
-    assert r.code == 2 and "valid are image_cls, kws" in r.err
+    assert r.code == 2 and "valid are detection, image_cls, kws" in r.err

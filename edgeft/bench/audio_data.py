@@ -13,6 +13,7 @@ from ..tasks.kws.device import kws_files
 
 STREAM_SIZES = {  # (positive keywords, negative minutes, realtime seconds)
     "smoke": (20, 2.0, 8.0),
+    "quick": (60, 6.0, 20.0),
     "dev": (200, 20.0, 60.0),
     "report": (10_000, 180.0, None),
 }

@@ -29,26 +29,44 @@ def _gui(display: bool):
 def live_camera(bundle, source: str, fps: float = 30.0, duration: float = 30.0, handoff: str = "latest",
                 threads: int | None = None, display: bool = True) -> dict:
     model = runtime.load(bundle, threads=threads, batch=1)
-    if model.task_name != "image_cls":
-        raise DataError(f"`edgeft camera` runs image classifiers; {bundle} is a {model.task_name} bundle",
-                        hint="use `edgeft listen` for keyword spotting")
-    pre, post = model.preprocessor, model.task.postprocess
+    if model.task_name not in ("image_cls", "detection"):
+        raise DataError(f"`edgeft camera` runs image classifiers and detectors; {bundle} is a {model.task_name} "
+                        f"bundle", hint="use `edgeft listen` for keyword spotting")
+    pre = model.preprocessor
     gui = _gui(display)
     stats = {"n": 0, "t": time.perf_counter(), "fps": 0.0, "label": "", "p": 0.0, "e2e": 0.0}
     lock = threading.Lock()
+    size = int(model.manifest["preprocess"]["size"])
+    detect = model.task_name == "detection"
+    post = (lambda y: model.task.predictions(y, model.labels)[0]) if detect else \
+        (lambda y: model.task.postprocess(y, 1))
 
     def process(img: np.ndarray) -> dict:
-        _, (top, p), st = timed_pass(pre, model.infer, lambda y: post(y, 1), [img])
-        label, prob = model.labels[int(top[0, 0])], float(p[0, top[0, 0]])
+        _, out, st = timed_pass(pre, model.infer, post, [img])
+        if detect:
+            shown = [d for d in out if d["score"] >= 0.3]
+            label = f"{len(shown)} object(s)" + (f", {shown[0]['label']}" if shown else "")
+            prob = shown[0]["score"] if shown else 0.0
+        else:
+            top, p = out
+            label, prob = model.labels[int(top[0, 0])], float(p[0, top[0, 0]])
+            shown = []
         with lock:
             stats.update(label=label, p=prob)
         if gui is not None:
             view = np.ascontiguousarray(img[..., ::-1])
+            sx, sy = img.shape[1] / size, img.shape[0] / size          # boxes are in the model's input pixels
+            for d in shown:
+                x0, y0, x1, y1 = (int(round(v)) for v in (d["box"][0] * sx, d["box"][1] * sy, d["box"][2] * sx,
+                                                          d["box"][3] * sy))
+                gui.rectangle(view, (x0, y0), (x1, y1), (0, 255, 0), 2)
+                gui.putText(view, f"{d['label']} {d['score']:.2f}", (x0, max(12, y0 - 4)),
+                            gui.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1)
             txt = f"{label} {prob:.2f} | {stats['fps']:.1f} fps | e2e {stats['e2e']:.1f} ms"
             gui.putText(view, txt, (8, 24), gui.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
             gui.imshow("edgeft", view)
             gui.waitKey(1)
-        return {**st, "label": label}
+        return {**st, "label": label, **({"detections": shown} if detect else {})}
 
     def on_result(rec: dict) -> None:
         now = time.perf_counter()
@@ -63,7 +81,7 @@ def live_camera(bundle, source: str, fps: float = 30.0, duration: float = 30.0, 
                               f"e2e {stats['e2e']:6.2f} ms", end="")
 
     with model:
-        r = model.manifest["preprocess"]["resize"]
+        r = model.manifest["preprocess"].get("resize") or size
         process(np.zeros((r, r, 3), np.uint8))  # first inference
         if source.isdigit():
             res = _run_live(int(source), process, duration, handoff, on_result)

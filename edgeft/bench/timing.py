@@ -26,6 +26,9 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile("smoke", 0.5, 10, 2.0, 64, 1),
+    # quick: dev's statistics bounded for slow models (a 70 ms detector would need 6 min per dev row): 3 windows of
+    # >= 3 s and >= 100 samples each
+    "quick": Profile("quick", 1.0, 10, 3.0, 100, 3),
     "dev": Profile("dev", 2.0, 20, 10.0, 1024, 5),
     "report": Profile("report", 10.0, 100, 120.0, 1024, 5),
 }

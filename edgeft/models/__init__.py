@@ -23,7 +23,7 @@ from ..registry import Registry
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    task: str                           # "image_cls" | "kws"
+    task: str                           # a registered task: "image_cls" | "kws" | "detection"
     build: Callable[..., Any]           # build(num_classes, **kw) -> nn.Module (no pretrained weights)
     head: str                           # dotted module path of the classifier (replaced / ignored by pruning)
     family: str = ""
@@ -31,6 +31,13 @@ class ModelSpec:
     pretrained: Callable[[], Any] | None = None  # () -> state_dict of the pretrained (1000-class) model
     pretrained_input: dict = field(default_factory=dict)  # preprocessing the pretrained weights expect
     default_kwargs: dict = field(default_factory=dict)
+    pretrained_scope: tuple | None = None   # the weights cover only keys with these prefixes (a backbone); the
+                                            # rest of the model starts fresh
+    unpruned: tuple = ()                # more modules structured pruning leaves alone (a detector's whole head)
+
+    @property
+    def prune_ignored(self) -> tuple[str, ...]:
+        return (self.head, *self.unpruned)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -52,7 +59,7 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[str
 
 
 def _ensure_registered() -> None:
-    from . import audio, tiny, vision  # noqa: F401  (registration side effects)
+    from . import audio, detection, tiny, vision  # noqa: F401  (registration side effects)
 
 
 def create_model(name: str, num_classes: int, pretrained: bool = False, weights: str | os.PathLike | None = None,
@@ -66,8 +73,9 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
         weights: a local state_dict file to start from instead (``.pth``/``.pt``/``.safetensors``).
     """
     spec = get_spec(name)
-    if num_classes < 2:
-        raise DataError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
+    if num_classes < (1 if spec.task == "detection" else 2):
+        raise DataError(f"num_classes={num_classes}: a {spec.task} model needs at least "
+                        f"{1 if spec.task == 'detection' else 2} classes")
     kw = {**spec.default_kwargs, **{k: v for k, v in kwargs.items() if v is not None}}
     model = spec.build(num_classes, **kw)
     if weights:
@@ -120,7 +128,8 @@ def load_into(model, sd: dict, spec: ModelSpec, source: str) -> None:
         if k in head_keys and k in own and tuple(sd[k].shape) != tuple(own[k].shape):
             dropped.append(k)
             del sd[k]
-    missing = [k for k in own if k not in sd and k not in dropped and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in sd and k not in dropped and not k.endswith("num_batches_tracked")
+               and (spec.pretrained_scope is None or k.startswith(tuple(spec.pretrained_scope)))]
     unexpected = [k for k in sd if k not in own]
     bad_shape = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
     if unexpected or bad_shape or [k for k in missing if k not in head_keys]:

@@ -19,11 +19,16 @@ def _offline() -> bool:
 
 def torchvision_state_dict(arch: str) -> dict:
     """ImageNet weights of a torchvision model: hub cache first, then download (unless EDGEFT_OFFLINE=1)."""
-    import torch
     import torchvision
 
-    weights = torchvision.models.get_model_weights(arch).DEFAULT
-    url = weights.url
+    return hub_state_dict(torchvision.models.get_model_weights(arch).DEFAULT.url, arch)
+
+
+def hub_state_dict(url: str, arch: str) -> dict:
+    """Published weights: torch's hub cache first, then the normal download (refused with EDGEFT_OFFLINE=1, saying
+    which file to put where)."""
+    import torch
+
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if cache.is_file():
         return torch.load(cache, map_location="cpu", weights_only=True)

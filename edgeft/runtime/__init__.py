@@ -63,7 +63,7 @@ class Model:
         self.path, self.manifest = path, manifest
         self.labels: list[str] = list(manifest["labels"])
         self.task_name = manifest.get("task", "image_cls")
-        self.task = device_task(self.task_name)
+        self.task = device_task(self.task_name).bound(manifest, path)
         self.preprocessor = self.task.preprocessor(manifest)
         self.threads, self.device, self.batch = threads, device, batch
         self.backend = backend_for(manifest["format"])
@@ -130,9 +130,15 @@ class Model:
         return self.runner.infer(feeds)
 
     def predict(self, inputs, top_k: int = 5, batch_size: int = 32) -> list:
-        """The task's predictions per input (classification: top-k (label, probability) pairs)."""
+        """The task's predictions per input (classification: top-k (label, probability) pairs; detection: boxes in
+        each input's pixels, label, score)."""
         inputs = list(inputs)
         out = []
         for s in range(0, len(inputs), batch_size):
-            out += self.task.predictions(self.infer(self.prepare(inputs[s:s + batch_size])), self.labels, top_k)
+            raws = [self.read(x) if isinstance(x, (str, os.PathLike)) else x for x in inputs[s:s + batch_size]]
+            y = self.infer(self.preprocessor(raws))
+            if getattr(self.task, "wants_input_sizes", False):     # boxes go back to each input's own pixels
+                out += self.task.predictions(y, self.labels, top_k, sizes=[np.asarray(r).shape[1::-1] for r in raws])
+            else:
+                out += self.task.predictions(y, self.labels, top_k)
         return out

@@ -166,6 +166,7 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
                       from_qat=bool(desc.get("qat")), qat_quantization=(desc.get("qat") or {}).get("quantization"))
     info(f"building {fmt}/{precision} ...")
     built = backend.build(onnx_tmp, tmp, cfg)
+    built["model_files"].update(task.bundle_files(recipe, model, tmp))
     if fmt in ("onnx", "tensorrt") and not (tmp / "model.onnx").exists():
         onnx_tmp.rename(tmp / "model.onnx")
     if onnx_tmp.exists():
@@ -192,13 +193,12 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
     for k in ("compression", "engine"):
         if k in built:
             manifest[k] = built[k]
-    if hasattr(task, "extra_manifest"):
-        manifest.update(task.extra_manifest(recipe))
+    manifest.update(task.extra_manifest(recipe))
     if stream_meta:
         manifest["streaming_model"] = stream_meta
     # parity + accuracy, through the same runtime a device uses
     manifest["parity"] = parity_report(tmp, manifest, ref_model, model, task, recipe, data, precision,
-                                       parity_samples)
+                                       parity_samples, ref_cache=rd.path / "parity_reference.json")
     if stream_meta:
         manifest["parity"]["streaming"] = streaming_parity(tmp, manifest, model, task, recipe, data)
     status, reason = judge(task, manifest["parity"], precision, max_drop)

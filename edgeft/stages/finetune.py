@@ -81,7 +81,7 @@ def finetune(recipe=None, out: str | Path | None = None, *, data: str | None = N
     if spec.task != r.task:
         raise RunError(f"model {r.model.name!r} is a {spec.task} model but the recipe's task is {r.task!r}")
     model = create_model(r.model.name, nc, pretrained=r.model.pretrained and ck is None,
-                         weights=r.model.weights if ck is None else None, dropout=r.model.dropout)
+                         weights=r.model.weights if ck is None else None, **_kw(r, task))
     if ctx.main:
         rd.path.mkdir(parents=True, exist_ok=True)
         header = f"# resolved by edgeft {__version__} (recipe hash {r.hash()})\n"
@@ -102,7 +102,7 @@ def finetune(recipe=None, out: str | Path | None = None, *, data: str | None = N
     resume_cmd = f"edgeft finetune --resume --out {rd.path}"
     try:
         res = fit(model, task, r, data_, rd=rd, ctx=ctx, device=device, epochs=r.train.epochs, lr=r.train.lr,
-                  model_name=r.model.name, num_classes=nc, model_kwargs=_kw(r), head=spec.head,
+                  model_name=r.model.name, num_classes=nc, model_kwargs=_kw(r, task), head=spec.head,
                   freeze_epochs=r.train.freeze_backbone_epochs, resume=ck if resume else None,
                   resume_cmd=resume_cmd,
                   on_epoch=lambda st: rd.write_metrics({**status, **_progress_metrics(st)}))
@@ -120,8 +120,12 @@ def finetune(recipe=None, out: str | Path | None = None, *, data: str | None = N
     return metrics
 
 
-def _kw(r) -> dict:
-    return {"dropout": r.model.dropout} if r.model.dropout is not None else {}
+def _kw(r, task) -> dict:
+    """Build arguments that the saved model needs again to be rebuilt (dropout; a task's own, e.g. input size)."""
+    kw = {"dropout": r.model.dropout} if r.model.dropout is not None else {}
+    if hasattr(task, "model_kwargs"):
+        kw.update(task.model_kwargs(r))
+    return kw
 
 
 def _progress_metrics(st: dict) -> dict:
@@ -162,7 +166,10 @@ def finish_run(rd: RunDir, task, r, data_, res: FitResult, status: dict, device)
     model.to(device)
     nc = len(data_.classes)
     eval_split, eval_name = (data_.test, "test") if data_.test is not None else (data_.val, "val")
-    val = evaluate(model, task, data_.val, r, device, num_classes=nc, want_confusion=eval_name == "val")
+    # the best epoch's validation was computed on these very weights while training: reused unless the confusion
+    # matrix must come from it
+    val = res.best_val if res.best_val is not None and eval_name != "val" else \
+        evaluate(model, task, data_.val, r, device, num_classes=nc, want_confusion=eval_name == "val")
     test = evaluate(model, task, data_.test, r, device, num_classes=nc, want_confusion=True) \
         if data_.test is not None else None
     cm = (test or val).get("confusion")
@@ -178,6 +185,7 @@ def finish_run(rd: RunDir, task, r, data_, res: FitResult, status: dict, device)
         **({"confusion_split": eval_name, "confusion_matrix": cm} if cm is not None else {}), "history": res.history,
     }
     rd.write_metrics(metrics)
+    _seed_parity_reference(rd, r, data_, val, p)
     if cm is not None:
         try:
             plot_confusion(cm, data_.classes, rd.path / "confusion_matrix.png",
@@ -193,6 +201,20 @@ def finish_run(rd: RunDir, task, r, data_, res: FitResult, status: dict, device)
     result(f"finetune done: {r.model.name} on {data_.source}: {line}; best epoch {res.best.get('epoch')}/"
            f"{res.epochs_done}; train time {res.train_time_s:.0f}s ({metrics['images_per_s']} img/s)")
     return metrics
+
+
+def _seed_parity_reference(rd: RunDir, r, data_, val: dict, primary: str) -> None:
+    """Export compares every bundle with PyTorch FP32 on the whole validation split; this run just computed that
+    number for its saved weights, so the bundles' parity reports reuse it (stages/parity.py, same key)."""
+    from ..utils.io import atomic_write_json, sha256_file
+
+    key = f"{sha256_file(rd.weights)}-{r.hash()}-val-{len(data_.val)}"
+    try:
+        atomic_write_json(rd.path / "parity_reference.json",
+                          {key: {primary: float(val[primary]), "n": int(val["n"]), "metric": primary,
+                                 "computed_by": "finetune (best epoch, PyTorch FP32)"}})
+    except (OSError, TypeError, ValueError, KeyError):
+        pass
 
 
 def plot_confusion(cm, classes, path: Path, title: str = "") -> None:

@@ -13,9 +13,11 @@ from ..errors import UnsupportedError
 
 
 def parity_report(bundle_dir: Path, manifest: dict, ref_model, fp32_model, task, recipe, data, precision: str,
-                  n: int, batch: int = 32) -> dict:
-    """Run the artifact through the device runtime and compare with PyTorch on real validation data."""
-    dev = task.device
+                  n: int, batch: int = 32, ref_cache: Path | None = None) -> dict:
+    """Run the artifact through the device runtime and compare with PyTorch on real validation data.
+    ``ref_cache``: a JSON file keeping PyTorch FP32's validation metric per (weights, recipe, split), so the
+    bundles of one run do not each re-run PyTorch over the whole split."""
+    dev = task.device.bound(manifest, bundle_dir)
     val = data.val
     rng = np.random.default_rng(0)
     idx = np.sort(rng.permutation(len(val))[: min(n, len(val))])
@@ -24,8 +26,10 @@ def parity_report(bundle_dir: Path, manifest: dict, ref_model, fp32_model, task,
     runner_cls, how = parity_runner(manifest)
     with runner_cls(bundle_dir, manifest) as runner:
         got = _concat([runner.infer(_slice(feeds, s, batch)) for s in range(0, len(idx), batch)])
-        acc_art = split_metric(runner.infer, task, recipe, val, batch)
-    acc_ref = split_metric(lambda f: task.torch_outputs(fp32_model, f), task, recipe, val, batch)
+        acc_art = split_metric(runner.infer, task, recipe, val, batch, dev, len(manifest["labels"]))
+    acc_ref = _cached(ref_cache, f"{manifest['source']['model_sha256']}-{recipe.hash()}-val-{len(val)}",
+                      lambda: split_metric(lambda f: task.torch_outputs(fp32_model, f), task, recipe, val, batch, dev,
+                                           len(manifest["labels"])))
     m = dev.metric
     return {
         "samples": int(len(idx)), "split": "val",
@@ -37,6 +41,26 @@ def parity_report(bundle_dir: Path, manifest: dict, ref_model, fp32_model, task,
     }
 
 
+def _cached(path: Path | None, key: str, compute) -> dict:
+    from ..utils.io import atomic_write_json, read_json
+
+    try:
+        known = read_json(path) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), dict):
+        return known[key]
+    val = compute()
+    if path is not None:
+        try:
+            atomic_write_json(path, {**known, key: val})
+        except (OSError, TypeError, ValueError):
+            pass                        # a read-only run folder: recompute next time
+    return val
+
+
 def _slice(feeds: dict, s: int, batch: int) -> dict:
     return {k: v[s:s + batch] for k, v in feeds.items()}
 
@@ -45,9 +69,9 @@ def _concat(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def split_metric(infer, task, recipe, split, batch: int) -> dict:
+def split_metric(infer, task, recipe, split, batch: int, dev=None, n_classes: int | None = None) -> dict:
     """The task's metric over a whole split, from ``infer(feeds) -> outputs`` (artifact or PyTorch)."""
-    acc = task.device.accumulator(None)
+    acc = (dev or task.device).accumulator(n_classes)
     n = len(split)
     for s in range(0, n, 256):
         idx = np.arange(s, min(s + 256, n))

@@ -118,6 +118,16 @@ def measure_latency_ms(model: nn.Module, example: torch.Tensor, threads: int | N
     return float(summarize(w.samples["infer"])["p50"])
 
 
+def ignored_names(model, spec, recipe) -> list[str]:
+    """Modules pruning leaves alone: the model's head(s), and what ``train.freeze`` keeps frozen (recovery
+    fine-tuning could not adapt a pruned frozen layer)."""
+    names = list(spec.prune_ignored)
+    for pre in recipe.train.freeze:
+        tops = [n for n, _ in model.named_modules() if n and f"{n}.".startswith(pre)]
+        names += [n for n in tops if not any(n.startswith(f"{t}.") for t in tops)]
+    return list(dict.fromkeys(names))
+
+
 def search_ratio(model, example, ignored_names, method, round_to, global_pruning, target_macs=None,
                  target_latency_ms=None, threads=None) -> tuple[float, dict]:
     """Bisect the smallest ratio whose pruned model meets the MAC or latency target (no training)."""
@@ -173,6 +183,7 @@ def prune(run, *, out, ratio: float | None, method: str, round_to: int | None, e
     model, _ = load_model(parent)
     teacher = copy.deepcopy(model).eval() if distill > 0 else None
     spec = get_spec(pdesc["name"])
+    ignored = ignored_names(model, spec, recipe)
     example = task.example_input(recipe)
     ctx = DistCtx()
     device = pick_device(recipe.train.device, ctx)
@@ -186,12 +197,12 @@ def prune(run, *, out, ratio: float | None, method: str, round_to: int | None, e
     search = None
     if target_macs or target_latency_ms:
         tm = target_macs * before["macs"] if target_macs and target_macs <= 1 else target_macs
-        ratio, search = search_ratio(model, example, [spec.head], method, round_to, global_pruning,
+        ratio, search = search_ratio(model, example, ignored, method, round_to, global_pruning,
                                      target_macs=tm, target_latency_ms=target_latency_ms, threads=threads)
         info(f"ratio search: {ratio:.3f} meets the target ({search['target']})")
         if ratio == 0:
             raise UnsupportedError("the model already meets the target: nothing to prune")
-    check_ratio(model, ratio, round_to, [model.get_submodule(spec.head)])
+    check_ratio(model, ratio, round_to, [model.get_submodule(n) for n in ignored])
     out.path.mkdir(parents=True, exist_ok=True)
     state_p = out.path / "prune_state.json"
     state = read_json(state_p) if (resume and state_p.is_file()) else {"steps_done": 0}
@@ -215,7 +226,7 @@ def prune(run, *, out, ratio: float | None, method: str, round_to: int | None, e
             grads = None
             if method == "taylor":
                 grads = list(_take(task.train_batches(data, recipe, 10_000 + k), 4))
-            prune_step(model, example, step_ratio, method, round_to, [model.get_submodule(spec.head)],
+            prune_step(model, example, step_ratio, method, round_to, [model.get_submodule(n) for n in ignored],
                        global_pruning, grads)
             ck = None
         info(f"step {k + 1}/{iterative}: {count_params(model) / 1e6:.3f}M params, "

@@ -102,8 +102,10 @@ def build_qat_model(fp32: nn.Module, calib: list[torch.Tensor], flavour: str, ta
     return q, meta
 
 
-def strip_and_export(q: nn.Module, example: torch.Tensor, path: Path, opset: int = 17) -> dict:
-    """nncf.strip(NATIVE) -> torch FakeQuantize -> legacy exporter -> standard QuantizeLinear/DequantizeLinear."""
+def strip_and_export(q: nn.Module, example: torch.Tensor, path: Path, opset: int = 17,
+                     io_spec: dict | None = None) -> dict:
+    """nncf.strip(NATIVE) -> torch FakeQuantize -> legacy exporter -> standard QuantizeLinear/DequantizeLinear,
+    with the task's input/output names (a detector has two outputs)."""
     nncf = _nncf()
     import onnx
 
@@ -112,8 +114,13 @@ def strip_and_export(q: nn.Module, example: torch.Tensor, path: Path, opset: int
         stripped = nncf.strip(q, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example[:1])
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(stripped, (example,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        sp = io_spec or {"inputs": [{"name": "input", "shape": ["batch"]}],
+                         "outputs": [{"name": "logits", "shape": ["batch"]}]}
+        tensors = sp["inputs"] + sp["outputs"]
+        torch.onnx.export(stripped, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=[t["name"] for t in sp["inputs"]],
+                          output_names=[t["name"] for t in sp["outputs"]],
+                          dynamic_axes={t["name"]: {0: "batch"} for t in tensors if t["shape"] and t["shape"][0] == "batch"},
                           do_constant_folding=True)
     from ..qdq import fold_constant_casts, tensorrt_violations
 
@@ -248,7 +255,8 @@ def qat(run, *, out, epochs: int, lr: float | None, flavour: str, target: str | 
 
     q.load_state_dict(load_file(str(out.path / QAT_STATE)))
     q.eval()
-    exp = strip_and_export(q, example, out.path / QDQ_ONNX, opset=recipe.export.opset)
+    exp = strip_and_export(q, example, out.path / QDQ_ONNX, opset=recipe.export.opset,
+                           io_spec=task.io_spec(recipe, list(data.classes)))
     desc["qat"].update({"exporter": exp["exporter"], "opset": exp["opset"]})
     desc["qat"]["quantization"]["qdq_nodes"] = {"Q": exp["quantize_linear"], "DQ": exp["dequantize_linear"]}
     viol = exp["tensorrt_rule_violations"]

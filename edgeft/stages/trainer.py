@@ -165,6 +165,7 @@ class FitResult:
     train_time_s: float = 0.0
     images_seen: int = 0
     stopped_early: bool = False
+    best_val: dict | None = None        # the full validation result of the best epoch (this process's epochs)
 
 
 def _rng_state() -> dict:
@@ -210,6 +211,27 @@ def set_bn_momentum(model: nn.Module, momentum: float | None) -> int:
     return n
 
 
+def freeze_params(model: nn.Module, prefixes, model_name: str = "the model") -> int:
+    """Keep the parameters under ``prefixes`` (``train.freeze``) fixed: no gradients, so no backward through
+    them either (their BatchNorm statistics still adapt). A prefix that matches nothing is an error."""
+    if not prefixes:
+        return 0
+    names = [n for n, _ in model.named_parameters()]
+    for pre in prefixes:
+        if not any(n.startswith(pre) for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            from ..errors import RecipeError
+
+            raise RecipeError(f"train.freeze {pre!r} matches no parameter of {model_name}; its parameters start "
+                              f"with {', '.join(tops)}", hint="use parameter-name prefixes such as 'backbone.'")
+    n = 0
+    for name, p in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            p.requires_grad_(False)
+            n += p.numel()
+    return n
+
+
 def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx, device: torch.device,
         epochs: int, lr: float, model_name: str, num_classes: int, model_kwargs: dict | None = None,
         head: str | None = None, freeze_epochs: int = 0, teacher: nn.Module | None = None, distill: float = 0.0,
@@ -229,6 +251,12 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
         model.to(memory_format=torch.channels_last)
     if teacher is not None:
         teacher.to(device).eval()
+    freeze_params(raw_model, cfg.freeze, model_name)
+    if (stage == "finetune" or stage.startswith("prune")) and hasattr(task, "prepare_training"):
+        # e.g. detection: the frozen early stages run once per training image, the rest trains on their output
+        import dataclasses
+
+        data = dataclasses.replace(data, train=task.prepare_training(raw_model, data, recipe, device))
     if ctx.active:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     steps = num_batches(len(data.train), cfg.batch_size, ctx.world)
@@ -308,26 +336,30 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
             dt = time.perf_counter() - t0
             res.train_time_s += dt
             res.images_seen += seen * ctx.world
-            val = evaluate(model, task, data.val, recipe, device, num_classes=num_classes) if ctx.main else None
-            val = ctx.broadcast(val)
+            checked = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs
+            val = evaluate(model, task, data.val, recipe, device, num_classes=num_classes) \
+                if ctx.main and checked else None
+            val = ctx.broadcast(val) if checked else {}
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                    **{f"train_{k}": v / max(seen, 1) for k, v in counts.items()},
                    **{f"val_{k}": val[k] for k in task.history_metrics if k in val},
                    "lr": opt.param_groups[0]["lr"], "epoch_time_s": round(dt, 2),
                    "images_per_s": round(seen * ctx.world / dt, 1), "frozen_backbone": freeze}
             res.history.append(row)
-            improved = val[primary] > res.best.get(f"val_{primary}", -1.0)
+            improved = checked and val[primary] > res.best.get(f"val_{primary}", -1.0)
             if improved:
                 res.best = {**{f"val_{k}": val[k] for k in task.history_metrics if k in val}, "epoch": epoch + 1}
+                res.best_val = val
                 bad_epochs = 0
                 if save_fn is not None and ctx.main:
                     save_fn(raw_model)
                 elif rd is not None and ctx.main:
                     save_model(rd, raw_model, model_name, num_classes, kwargs=model_kwargs, extra=model_extra)
-            else:
+            elif checked:
                 bad_epochs += 1
             res.epochs_done = epoch + 1
-            shown = "  ".join(f"{k} {val[k]:.4f}" for k in task.history_metrics if k in val)
+            shown = "  ".join(f"{k} {val[k]:.4f}" for k in task.history_metrics if k in val) or \
+                f"(checked every {cfg.eval_every} epochs)"
             info(f"{stage} epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f}  val {shown}  "
                  f"{row['images_per_s']:.0f} img/s{'  (best)' if improved else ''}")
             if rd is not None and ctx.main:

@@ -17,6 +17,7 @@ from ..errors import UnknownNameError, did_you_mean
 TASKS: dict[str, str] = {
     "image_cls": "edgeft.tasks.image_cls",
     "kws": "edgeft.tasks.kws",
+    "detection": "edgeft.tasks.detection",
 }
 
 
@@ -44,6 +45,17 @@ def recipe_module(name: str):
 def device_task(name: str):
     """The torch-free half of a task (runtime, bench, serving)."""
     return importlib.import_module(f"{_package(name)}.device").DEVICE
+
+
+def builtin_source_task(src: str | None) -> str | None:
+    """The task whose built-in (offline, generated) dataset ``src`` is, or None for a folder."""
+    for name in TASKS:
+        try:
+            if src in getattr(device_task(name), "builtin_sources", ()):
+                return name
+        except ImportError:
+            continue
+    return None
 
 
 def get_task(name: str):

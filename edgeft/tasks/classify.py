@@ -39,6 +39,10 @@ class ClassificationMixin:
     output = OUTPUT
     tolerance = TOLERANCE
 
+    def bound(self, manifest: dict, bundle_dir=None):
+        """This task for one bundle: a classifier needs nothing from the bundle beyond the manifest."""
+        return self
+
     # ---------------------------------------------------------------------------------- predictions
     def postprocess(self, outputs: dict, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         return topk(outputs[self.output], k)

@@ -67,6 +67,18 @@ class TorchClassification:
             out["confusion"] = cm.compute().cpu().numpy().astype(int).tolist()
         return out
 
+    def extra_manifest(self, recipe) -> dict:
+        """Task-specific manifest sections (JSON)."""
+        return {}
+
+    def bundle_files(self, recipe, model, out_dir) -> dict:
+        """Extra files the task writes into a bundle; returns {role: file name} for ``model_files``."""
+        return {}
+
+    def reference_extra(self, model) -> dict:
+        """What the device half needs from a PyTorch model to post-process its outputs (the bench's reference)."""
+        return {}
+
     def torch_outputs(self, model: nn.Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model's outputs under the bundle's output names (the parity reference)."""
         with torch.no_grad():

@@ -9,12 +9,12 @@ from ..data import timed_pass
 from ..harness import accuracy_run, load_ctx_samples
 from . import Scenario
 
-DURATIONS = {"smoke": 5.0, "dev": 60.0, "report": 600.0}
+DURATIONS = {"smoke": 5.0, "quick": 20.0, "dev": 60.0, "report": 600.0}
 
 
 class Camera(Scenario):
     name = "camera"
-    tasks = ("image_cls",)
+    tasks = ("image_cls", "detection")      # detection: decoding + NMS run inside each frame's end-to-end time
     interleaved = False
 
     def validate(self, cfg) -> None:

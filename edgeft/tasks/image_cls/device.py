@@ -42,6 +42,7 @@ def check_image_preprocess(pp: dict) -> list[int]:
 
 class ImageClsDevice(ClassificationMixin):
     name = "image_cls"
+    builtin_sources = ("fashion-mnist", "digits")
     title = "image classification"
     input_word = "images"
     input_exts = frozenset(IMAGE_EXTS)

@@ -33,6 +33,7 @@ def _num(d: dict, k: str, lo: float, hi: float) -> float:
 
 class KwsDevice(ClassificationMixin):
     name = "kws"
+    builtin_sources = ("speech-commands-tts",)
     title = "keyword-spotting (kws)"
     input_word = "wav files"
     input_exts = frozenset({".wav"})

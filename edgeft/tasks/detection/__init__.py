@@ -1,0 +1,1 @@
+"""Object detection: SSDLite detectors, COCO mAP with a bootstrap interval, SSD decoding + NMS on the device."""
