@@ -819,6 +819,22 @@ def devices_check(device: str = typer.Argument(..., help="a device name or ssh:/
 INTERRUPTED = "interrupted: nothing half-written was kept (finished outputs are untouched)\n"
 
 
+def _exit_interrupted(msg: str = INTERRUPTED, hard: bool = True) -> None:
+    """Say what was kept and exit 130. Temporary folders were already removed while the exception unwound; a
+    native library that printed the KeyboardInterrupt on its way (CPython then re-kills itself with SIGINT at
+    shutdown: exit -2, seen once with OpenVINO) must not change the exit code, so the process ends here (``hard``:
+    the console entry point; ``main(argv)`` called in-process raises SystemExit(130) instead)."""
+    sys.stderr.write(msg)
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not turn Ctrl-C into a traceback
+            pass
+    if not hard:
+        sys.exit(130)
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors and edgeft's own errors both become one line + exit 2."""
     from .utils.env import tune_malloc
@@ -827,7 +843,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, prog_name="edgeft", standalone_mode=False)
         if rc == 130:   # typer turns Ctrl-C into a return code of 130 before our handlers could see it
-            sys.stderr.write(INTERRUPTED)
+            _exit_interrupted(hard=argv is None)
         sys.exit(rc if isinstance(rc, int) else 0)
     except typer.TyperException as e:  # typer's command-line errors (its vendored click's UsageError etc.)
         usage = hasattr(e, "ctx") and type(e).__name__ != "NoArgsIsHelpError"  # `edgeft` alone: show the help
@@ -838,18 +854,15 @@ def main(argv: list[str] | None = None) -> None:
             e.show()
         sys.exit(getattr(e, "exit_code", 2))
     except typer.Abort:
-        sys.stderr.write(INTERRUPTED)
-        sys.exit(130)
+        _exit_interrupted(hard=argv is None)
     except EdgeftError as e:
         sys.stderr.write(f"error: {e.one_line()}\n")
         sys.exit(e.exit_code)
     except Interrupted as e:
-        sys.stderr.write(f"interrupted: {e.epoch} completed epoch(s) are saved in {e.path}; "
-                         f"continue with: {e.resume_cmd}\n")
-        sys.exit(130)
+        _exit_interrupted(f"interrupted: {e.epoch} completed epoch(s) are saved in {e.path}; "
+                          f"continue with: {e.resume_cmd}\n", hard=argv is None)
     except KeyboardInterrupt:
-        sys.stderr.write(INTERRUPTED)
-        sys.exit(130)
+        _exit_interrupted(hard=argv is None)
     except Exception as e:  # a full or read-only disk is the user's to fix; anything else is a bug (traceback)
         from .utils.io import disk_error
 

@@ -131,10 +131,12 @@ def test_qat_beats_ptq_on_a_quantization_hostile_toy(tiny_run, tmp_path, target)
     hostile = make_quant_hostile_run(tiny_run, tmp_path / "h", factor=30, shift=False)
     m = qat(hostile, out=tmp_path / "hq", epochs=3, lr=0.003, calib_size=128, target=target)
     assert m["target"] == target
-    assert m["ptq_val_top1"] < m["val_top1_fp32_parent"]                # PTQ loses accuracy here
     assert m["val_top1"] >= m["ptq_val_top1"]                            # never worse than its PTQ start
     if target == "x86-avx2":
+        assert m["ptq_val_top1"] < m["val_top1_fp32_parent"]            # 7-bit weights: PTQ loses accuracy here
         assert m["val_top1"] > m["ptq_val_top1"]                         # QAT wins it back (observed, deterministic)
+    else:   # full 8-bit weights: PTQ keeps most of it (equal to FP32 on some CPUs' tiny_run: no strict loss asserted)
+        assert m["ptq_val_top1"] >= m["val_top1_fp32_parent"] - 0.05
 
 
 def test_qat_gate_reports_the_worst_layers(tiny_run, tmp_path, cli):
