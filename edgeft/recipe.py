@@ -105,6 +105,7 @@ def _load_file(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict, dict]:
             raise RecipeError(f"{prov.get(('_base_',), where)}: _base_ file {b!r} not found (looked at {bpath})",
                               hint="paths are relative to the recipe file")
         bdata, bprov = _load_file(bpath, stack + (path,))
+        bdata.pop("name", None)     # a recipe's name (its default run folder) is its own, never inherited
         merged = _deep_merge(merged, bdata)
         mprov.update(bprov)
     mprov.update({k: v for k, v in prov.items() if k != ("_base_",)})

@@ -20,6 +20,9 @@ def test_shipped_recipes_all_validate():
     for n in names:
         r = load_recipe(n)
         assert r.name and r.model.name
+    # each runnable recipe gets its own default run folder (runs/<name>): two demos never collide
+    rs = [load_recipe(n) for n in names]
+    assert len({r.name for r in rs}) == len(rs), sorted(r.name for r in rs)
 
 
 def test_base_inheritance_and_overrides(tmp_path):
@@ -30,6 +33,10 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert r.input.mean == (0.1, 0.2, 0.3) and r.model.pretrained is True
     assert r.name == "child"
     assert load_recipe(child).hash() != r.hash()
+    _w(tmp_path / "named.yaml", "_base_: base.yaml\nname: demo\n")
+    assert load_recipe(tmp_path / "named.yaml").name == "demo"
+    _w(tmp_path / "grandchild.yaml", "_base_: named.yaml\n")
+    assert load_recipe(tmp_path / "grandchild.yaml").name == "grandchild"    # a name is never inherited
 
 
 def test_yes_no_stay_strings(tmp_path):

@@ -161,6 +161,24 @@ def decode_resized(path: str | os.PathLike, p: Preprocess, keep_grey: bool = Fal
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def read_calib_images(d: str, n: int, rng, p: Preprocess) -> np.ndarray:
+    """Up to ``n`` images drawn (seeded) from a folder of representative images, decoded and resized for ``p``
+    (uint8 batch); unreadable ones are skipped and counted, none readable is an error (``--calib-data``)."""
+    files = sorted(f for f in Path(d).rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+    files = [files[i] for i in np.sort(rng.permutation(len(files))[:n])]
+    arrs, bad = [], 0
+    for f in files:
+        try:
+            arrs.append(decode_resized(f, p))
+        except UnreadableImage:
+            bad += 1
+    if not arrs:
+        raise DataError(f"--calib-data {d!r}: none of the images could be read")
+    if bad:
+        warn(f"--calib-data: skipped {bad} unreadable image(s)")
+    return np.stack(arrs)
+
+
 def normalize_batch(u8: np.ndarray, p: Preprocess) -> np.ndarray:
     """Steps 3-4 for a batch of (N, R, R, C) uint8 -> (N, 3, S, S) float32."""
     o = center_crop_offset(u8.shape[1], p.size)

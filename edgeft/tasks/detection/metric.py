@@ -72,15 +72,20 @@ def accumulate(e, img_sample: np.ndarray | None = None) -> np.ndarray:
         tp_sum = np.cumsum(tps, axis=1).astype(float)
         fp_sum = np.cumsum(fps, axis=1).astype(float)
         for t, (tp, fp) in enumerate(zip(tp_sum, fp_sum)):
-            rc = tp / npig
-            pr = tp / (fp + tp + np.spacing(1))
-            pr = np.maximum.accumulate(pr[::-1])[::-1] if len(pr) else pr
-            inds = np.searchsorted(rc, p.recThrs, side="left")
-            q = np.zeros(len(p.recThrs))
-            valid = inds < len(pr)
-            q[valid] = pr[inds[valid]]
-            out[t, :, k] = q
+            out[t, :, k] = _precision_at(tp, fp, npig, p.recThrs)
     return out
+
+
+def _precision_at(tp: np.ndarray, fp: np.ndarray, npig: float, rec_thrs: np.ndarray) -> np.ndarray:
+    """COCOeval.accumulate's interpolated precision at the recall thresholds, from cumulative TP/FP counts."""
+    rc = tp / npig
+    pr = tp / (fp + tp + np.spacing(1))
+    pr = np.maximum.accumulate(pr[::-1])[::-1] if len(pr) else pr
+    inds = np.searchsorted(rc, rec_thrs, side="left")
+    q = np.zeros(len(rec_thrs))
+    valid = inds < len(pr)
+    q[valid] = pr[inds[valid]]
+    return q
 
 
 class _Boot:
@@ -123,15 +128,7 @@ class _Boot:
             w = counts[img]
             tp_sum, fp_sum = np.cumsum(tps * w, axis=1), np.cumsum(fps * w, axis=1)
             for t in range(self.n_thr):
-                tp, fp = tp_sum[t], fp_sum[t]
-                rc = tp / npig
-                pr = tp / (fp + tp + np.spacing(1))
-                pr = np.maximum.accumulate(pr[::-1])[::-1] if len(pr) else pr
-                inds = np.searchsorted(rc, self.rec_thrs, side="left")
-                q = np.zeros(len(self.rec_thrs))
-                valid = inds < len(pr)
-                q[valid] = pr[inds[valid]]
-                out[t, :, k] = q
+                out[t, :, k] = _precision_at(tp_sum[t], fp_sum[t], npig, self.rec_thrs)
         return out
 
 

@@ -186,23 +186,11 @@ class Task:
         return {"input": normalize_batch(np.stack([split.image(int(i)) for i in np.asarray(idx)]), preprocess_of(recipe))}
 
     def calib_from_dir(self, recipe, d: str, n: int, rng) -> dict[str, np.ndarray]:
-        from ...data.images import IMAGE_EXTS, UnreadableImage, decode_resized
-        from ...utils.log import warn
+        """Calibration feeds from a folder of representative images (unreadable ones skipped, counted)."""
+        from ...data.images import read_calib_images
 
-        files = sorted(f for f in Path(d).rglob("*") if f.suffix.lower() in IMAGE_EXTS)
-        files = [files[i] for i in np.sort(rng.permutation(len(files))[:n])]
         p = preprocess_of(recipe)
-        arrs, bad = [], 0
-        for f in files:
-            try:
-                arrs.append(decode_resized(f, p))
-            except UnreadableImage:
-                bad += 1
-        if not arrs:
-            raise DataError(f"--calib-data {d!r}: none of the images could be read")
-        if bad:
-            warn(f"--calib-data: skipped {bad} unreadable image(s)")
-        return {"input": normalize_batch(np.stack(arrs), p)}
+        return {"input": normalize_batch(read_calib_images(d, n, rng, p), p)}
 
     # ---------------------------------------------------------------------------------- training
     def loss(self, model, x, y, recipe, teacher=None, distill: float = 0.0):
