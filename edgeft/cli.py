@@ -573,7 +573,7 @@ def report(results: List[Path] = typer.Argument(..., help="result JSON files (fr
 
 @app.command()
 def camera(
-    bundle: Path = typer.Argument(..., help="image-classification bundle"),
+    bundle: Path = typer.Argument(..., help="image-classification or detection bundle (boxes drawn)"),
     source: str = typer.Option(..., "--source", help="video file, or a camera index (0, 1, ...)"),
     fps: float = typer.Option(30.0, "--fps", min=0.1, help="video files: playback rate (cameras run at their own rate)"),
     duration: float = typer.Option(30.0, "--duration", min=0.1, help="seconds"),
@@ -625,14 +625,26 @@ def data_make_video(out: Path = typer.Argument(..., help="video file to write (.
                     size: int = typer.Option(224, "--size", min=8, help="frame width = height")):
     """Make an offline test video from dataset images (OpenCV VideoWriter)."""
     from .bench.camera import frames_from_samples, make_video
-    from .tasks.image_cls.device import image_samples
+    from .errors import DataError
+    from .tasks import builtin_source_task, device_task
 
-    name, _, _ = data.partition(":")
-    from .data.images import BUILTIN, builtin_split_raw
+    name, _, split = data.partition(":")
+    task = builtin_source_task(name)
+    if task == "detection":
+        from .tasks.detection.data import Scenes
 
-    labels = builtin_split_raw(name, "test")[2] if name in BUILTIN else sorted(
-        d.name for d in Path(data).iterdir() if d.is_dir())
-    s = image_samples(data, labels, None)
+        s = device_task("detection").samples(data, list(Scenes(split or "test").classes), None)
+    elif task == "image_cls":
+        from .data.images import builtin_split_raw
+
+        s = device_task("image_cls").samples(data, builtin_split_raw(name, split or "test")[2], None)
+    elif task is None and Path(data).expanduser().is_dir():
+        s = device_task("image_cls").samples(data, sorted(d.name for d in Path(data).expanduser().iterdir()
+                                                          if d.is_dir()), None)
+    else:
+        raise DataError(f"--data {data!r}: {'a ' + task + ' set has no images' if task else 'no such folder'}; "
+                        f"valid are fashion-mnist, digits, objects-on-photos ([:split]) or a folder of class folders",
+                        hint="e.g. --data objects-on-photos:test for a detection video")
     n = int(round(fps * seconds))
     frames = frames_from_samples(s, n, size=size)
     while len(frames) < n:

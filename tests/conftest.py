@@ -23,11 +23,16 @@ class CliResult:
 
 
 @pytest.fixture
-def cli(capsys):
+def cli(capsys, request):
     """Run `edgeft ARGS` in-process; returns exit code, stdout, stderr. An escaping exception (= a traceback
-    for the user) fails the test."""
+    for the user) fails the test. With EDGEFT_CLI_LOG=FILE every call is appended to FILE as a JSON line (test,
+    arguments, exit code, first stderr line): the case -> exit code -> message table of the hostile-input tests."""
+    import json
+
     from edgeft.cli import main
     from edgeft.utils import log
+
+    record = os.environ.get("EDGEFT_CLI_LOG")
 
     def run(*args) -> CliResult:
         capsys.readouterr()
@@ -39,6 +44,10 @@ def cli(capsys):
         finally:
             log.set_quiet(bool(os.environ.get("EDGEFT_QUIET")))
         cap = capsys.readouterr()
+        if record:
+            with open(record, "a") as f:
+                f.write(json.dumps({"test": request.node.name, "args": [str(a) for a in args], "code": code,
+                                    "err": (cap.err.strip().splitlines() or [""])[0]}) + "\n")
         return CliResult(code, cap.out, cap.err)
 
     return run

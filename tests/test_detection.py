@@ -318,6 +318,16 @@ def test_detection_finetune_export_predict_bench(det_run, cli):
                        duration=2.0, fps=10.0, data_limit=8, threads=1)
     row = cam["artifacts"][0]
     assert row["camera"]["processed_frames"] > 5 and row["latency"]["e2e"]["p99"] >= row["latency"]["post"]["p50"] > 0
+    # a detection video, and `edgeft camera` on it (boxes drawn; headless here); bad --data is one line
+    pytest.importorskip("cv2")
+    r = cli("data", "make-video", d / "v.mp4", "--data", "objects-on-photos:test", "--seconds", 1, "--size", 128)
+    assert r.code == 0 and (d / "v.mp4").stat().st_size > 0, r.err
+    r = cli("camera", d / "ort", "--source", d / "v.mp4", "--duration", 1, "--fps", 10, "--no-display",
+            "--json", d / "c.json")
+    assert r.code == 0 and json.loads((d / "c.json").read_text())["camera"]["offered_frames"] == 10, r.err
+    for bad, says in (("speech-commands-tts", "a kws set has no images"), (d / "nope", "no such folder")):
+        r = cli("data", "make-video", d / "x.mp4", "--data", bad)
+        assert r.code == 2 and says in r.err and r.err.count("\n") == 1, r.err
 
 
 @pytest.mark.slow
