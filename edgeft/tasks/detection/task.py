@@ -11,6 +11,7 @@ import torch
 from ...data.images import Preprocess, normalize_batch
 from ...errors import DataError
 from ..base import TaskData, epoch_generator, num_batches, shard_permutation
+from ..image_input import SquareImageInput
 from .data import BUILTIN_SCENES, DetSplit, Scenes, folder_split, read_folder
 from .device import DEVICE
 from .metric import MeanAP
@@ -54,11 +55,14 @@ class _CachedTrain:
         return len(self.targets)
 
 
-class Task:
+class Task(SquareImageInput):
     name = "detection"
     device = DEVICE
     primary = "map"
     history_metrics = ("map", "map50", "loss")
+
+    def preprocess(self, recipe) -> Preprocess:
+        return preprocess_of(recipe)
 
     # ----------------------------------------------------------------------------------------- data
     def load_data(self, recipe, source: str | None = None) -> TaskData:
@@ -185,13 +189,6 @@ class Task:
     def eval_inputs(self, split, recipe, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {"input": normalize_batch(np.stack([split.image(int(i)) for i in np.asarray(idx)]), preprocess_of(recipe))}
 
-    def calib_from_dir(self, recipe, d: str, n: int, rng) -> dict[str, np.ndarray]:
-        """Calibration feeds from a folder of representative images (unreadable ones skipped, counted)."""
-        from ...data.images import read_calib_images
-
-        p = preprocess_of(recipe)
-        return {"input": normalize_batch(read_calib_images(d, n, rng, p), p)}
-
     # ---------------------------------------------------------------------------------- training
     def loss(self, model, x, y, recipe, teacher=None, distill: float = 0.0):
         m = model.module if hasattr(model, "module") else model
@@ -223,21 +220,10 @@ class Task:
         return {**acc.result(), "loss": loss_sum / n, "n": n}
 
     # -------------------------------------------------------------------------------- deployment
-    def example_input(self, recipe, batch: int = 1) -> torch.Tensor:
-        s = recipe.input.size
-        return torch.randn(batch, 3, s, s, generator=torch.Generator().manual_seed(0))
-
-    def input_spec(self, recipe) -> dict:
-        s = recipe.input.size
-        return {"name": "input", "shape": ["batch", 3, s, s], "dtype": "float32"}
-
     def io_spec(self, recipe, labels: list[str]) -> dict:
         return {"inputs": [self.input_spec(recipe)],
                 "outputs": [{"name": "cls_logits", "shape": ["batch", "anchors", len(labels) + 1], "dtype": "float32"},
                             {"name": "bbox_regression", "shape": ["batch", "anchors", 4], "dtype": "float32"}]}
-
-    def preprocess_spec(self, recipe) -> dict:
-        return {"kind": "image", **preprocess_of(recipe).to_dict()}
 
     def extra_manifest(self, recipe) -> dict:
         d = recipe.detect

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ...data.images import Preprocess, load_image_dataset, normalize_batch
 from ..base import TaskData, epoch_generator, num_batches, shard_permutation
 from ..classify_torch import TorchClassification
+from ..image_input import SquareImageInput
 from .device import DEVICE
 
 
@@ -20,9 +21,12 @@ def preprocess_of(recipe) -> Preprocess:
                       mean=tuple(i.mean), std=tuple(i.std))
 
 
-class Task(TorchClassification):
+class Task(SquareImageInput, TorchClassification):
     name = "image_cls"
     device = DEVICE
+
+    def preprocess(self, recipe) -> Preprocess:
+        return preprocess_of(recipe)
 
     # ------------------------------------------------------------------------------------ data
     def load_data(self, recipe, source: str | None = None) -> TaskData:
@@ -60,24 +64,8 @@ class Task(TorchClassification):
         """Deployment-preprocessed feeds for the given sample indices (numpy path)."""
         return {"input": normalize_batch(split.images[np.asarray(idx)], preprocess_of(recipe))}
 
-    def calib_from_dir(self, recipe, d: str, n: int, rng) -> dict[str, np.ndarray]:
-        """Calibration feeds from a folder of representative images (unreadable ones skipped, counted)."""
-        from ...data.images import read_calib_images
-
-        p = preprocess_of(recipe)
-        return {"input": normalize_batch(read_calib_images(d, n, rng, p), p)}
-
     # ------------------------------------------------------------------------------ deployment
-    def example_input(self, recipe, batch: int = 1) -> torch.Tensor:
-        s = recipe.input.size
-        return torch.randn(batch, 3, s, s, generator=torch.Generator().manual_seed(0))
-
-    def input_spec(self, recipe) -> dict:
-        s = recipe.input.size
-        return {"name": "input", "shape": ["batch", 3, s, s], "dtype": "float32"}
-
-    def preprocess_spec(self, recipe) -> dict:
-        return {"kind": "image", **preprocess_of(recipe).to_dict()}
+    # example_input, input_spec, preprocess_spec, calib_from_dir: SquareImageInput (from preprocess())
 
 
 # -------------------------------------------------------------------------------- augmentation
