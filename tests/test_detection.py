@@ -177,9 +177,9 @@ def _write_set(root, fmt, n=4):
                 coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1,
                                             "category_id": int(lab) + 7, "iscrowd": 0,
                                             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
-        elif fmt == "voc":
+        elif fmt == "voc":                       # VOC's pixel coordinates are 1-based (xmin/ymin)
             (root / "Annotations").mkdir(exist_ok=True)
-            objs = "".join(f"<object><name>{names[lab]}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+            objs = "".join(f"<object><name>{names[lab]}</name><bndbox><xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin>"
                            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for b, lab in zip(boxes, labels))
             (root / "Annotations" / f"img{i}.xml").write_text(
                 f"<annotation><filename>{fn}</filename>{objs}</annotation>")
@@ -210,6 +210,53 @@ def test_readers_round_trip_the_boxes(tmp_path, fmt):
         np.testing.assert_allclose(t["boxes"], boxes, atol=1e-3)
         assert [classes[k] for k in t["labels"]] == [names[k] for k in labels]
         assert split.image(i).shape == (96, 96, 3)
+
+
+def test_readers_catch_what_real_label_folders_hold(tmp_path):
+    """EXIF-rotated photos, nameless VOC objects, YOLO polygons, UTF-16 class files, labels that are not where the
+    images are, COCO files naming missing images: each is handled or refused in one line."""
+    pytest.importorskip("skimage")
+    from edgeft.data.images import open_image
+
+    im = Image.new("RGB", (40, 20), (200, 10, 10))
+    ex = im.getexif()
+    ex[0x0112] = 6                                                    # Orientation: rotate 90 degrees to show
+    im.save(tmp_path / "phone.jpg", exif=ex)
+    assert open_image(tmp_path / "phone.jpg").size == (20, 40)        # seen upright, as its boxes were drawn
+    _write_set(tmp_path / "voc", "voc", n=2)
+    x = tmp_path / "voc" / "Annotations" / "img0.xml"
+    import re
+
+    x.write_text(re.sub(r"<name>[^<]*</name>", "<name></name>", x.read_text(), count=1))
+    items, _, skipped = read_folder(tmp_path / "voc")
+    assert len(items) == 1 and "img0.xml" in skipped[0]                # a nameless object: the file is skipped
+    _write_set(tmp_path / "yolo", "yolo", n=2)
+    lab = tmp_path / "yolo" / "labels" / "img0.txt"
+    lab.write_text("0 0.1 0.1 0.2 0.1 0.2 0.2\n")                  # a segmentation polygon, not a box
+    items, _, skipped = read_folder(tmp_path / "yolo")
+    assert len(items) == 1 and "img0.txt" in skipped[0]
+    (tmp_path / "yolo" / "classes.txt").write_bytes("a\nb\n".encode("utf-16"))
+    with pytest.raises(DataError, match="not a UTF-8 text file"):
+        read_folder(tmp_path / "yolo")
+    _write_set(tmp_path / "yolo2", "yolo", n=2)
+    (tmp_path / "yolo2" / "labels").rename(tmp_path / "yolo2" / "lbl")
+    with pytest.raises(DataError, match="none of the 2 images has a label file"):
+        read_folder(tmp_path / "yolo2")
+    _write_set(tmp_path / "coco", "coco", n=2)
+    for f in (tmp_path / "coco" / "images").iterdir():
+        f.unlink()
+    items, _, _ = read_folder(tmp_path / "coco")
+    with pytest.raises(DataError, match="none of the 2 images could be read"):
+        folder_split(items, 96, "coco")
+    # --data on a dataset folder evaluates its held-out split, never train/
+    from edgeft.tasks.detection.device import DEVICE
+
+    names, _ = _write_set(tmp_path / "ds" / "train", "coco", n=3)
+    _write_set(tmp_path / "ds" / "val", "coco", n=2)
+    assert len(DEVICE.samples(str(tmp_path / "ds"), list(names), None)) == 2
+    (tmp_path / "ds" / "val").rename(tmp_path / "ds" / "other")
+    with pytest.raises(DataError, match="has train/ but no test/ or val/"):
+        DEVICE.samples(str(tmp_path / "ds"), list(names), None)
 
 
 def test_readers_refuse_bad_input_clearly(tmp_path):

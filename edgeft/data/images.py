@@ -116,7 +116,10 @@ def open_image(path: str | os.PathLike, grey: bool = False) -> Image.Image:
 
     High-bit-depth files are scaled, not clipped: Pillow's ``convert("RGB")`` of a 16-bit PNG saturates every
     value above 255 (an all-white image, silently classified). Decompression bombs (Pillow's pixel limit,
-    warnings included) are unreadable like corrupt files."""
+    warnings included) are unreadable like corrupt files. EXIF orientation is applied (a phone photo is seen, and
+    its boxes were drawn, upright)."""
+    from PIL import ImageOps
+
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -125,7 +128,7 @@ def open_image(path: str | os.PathLike, grey: bool = False) -> Image.Image:
                                       f"{Image.MAX_IMAGE_PIXELS})", hint="images this large are refused; resize it "
                                                                         "first")
             im.load()
-            return to_8bit(im, grey, str(path))
+            return to_8bit(ImageOps.exif_transpose(im), grey, str(path))
     except UnreadableImage:
         raise
     except Image.DecompressionBombError as e:

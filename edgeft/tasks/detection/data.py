@@ -182,8 +182,8 @@ class _Item:
 
 
 def detect_format(root: Path) -> str:
-    if list(root.glob("*.json")) or (root / "annotations").is_dir():
-        return "coco"
+    if list(root.glob("*.json")) or list(root.glob("annotations/*.json")):   # (VOC's Annotations/ on a
+        return "coco"                                                          # case-insensitive disk holds XML)
     if list(root.rglob("*.xml")):
         return "voc"
     if list(root.rglob("*.txt")):
@@ -229,12 +229,19 @@ def _read_coco(root: Path, classes):
             raise DataError(f"{files[0]}: annotation {a.get('id')} has category {a.get('category_id')!r} "
                             f"({name!r}), not among {names[:10]}", hint="fix the category ids, or list the "
                                                                         "classes the model was trained on")
-        if a["image_id"] not in per:
-            raise DataError(f"{files[0]}: annotation {a.get('id')} refers to a missing image {a['image_id']}")
-        x, y, w, h = a["bbox"]
+        if a.get("image_id") not in per:
+            raise DataError(f"{files[0]}: annotation {a.get('id')} refers to a missing image {a.get('image_id')!r}")
+        try:
+            x, y, w, h = map(float, a["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{files[0]}: annotation {a.get('id')} has no valid bbox [x, y, w, h] "
+                            f"(got {str(a.get('bbox'))[:40]})", hint="fix or remove that annotation") from None
         per[a["image_id"]][0].append([x, y, x + w, y + h])
         per[a["image_id"]][1].append(names.index(name))
     img_root = root / "images" if (root / "images").is_dir() else root
+    bad = [k for k in per if not isinstance(imgs[k].get("file_name"), str)]
+    if bad:
+        raise DataError(f"{files[0]}: image {bad[0]!r} has no file_name", hint="every COCO image needs a file_name")
     items = [_Item(img_root / imgs[k]["file_name"], np.asarray(b, np.float32).reshape(-1, 4),
                    np.asarray(lab, np.int64)) for k, (b, lab) in sorted(per.items())]
     return items, names, []
@@ -247,8 +254,13 @@ def _read_voc(root: Path, classes):
         try:
             t = ET.parse(x).getroot()
             fname = t.findtext("filename")
-            objs = [(o.findtext("name"), [float(o.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+            # VOC pixel coordinates are 1-based: xmin/ymin - 1 gives the 0-based box edge (as detectron2 reads them)
+            objs = [((o.findtext("name") or "").strip(),
+                     [float(o.find("bndbox").findtext(k)) - (1.0 if k in ("xmin", "ymin") else 0.0)
+                      for k in ("xmin", "ymin", "xmax", "ymax")])
                     for o in t.findall("object")]
+            if any(not n for n, _ in objs):
+                raise ValueError("an object without a <name>")
         except (ET.ParseError, AttributeError, TypeError, ValueError) as e:
             skipped.append(f"{x.name} ({type(e).__name__})")
             continue
@@ -269,24 +281,26 @@ def _read_voc(root: Path, classes):
 
 def _read_yolo(root: Path, classes):
     cls_file = next((p for p in (root / "classes.txt", root / "obj.names", root / "data.names") if p.is_file()), None)
-    names = classes or ([ln.strip() for ln in cls_file.read_text().splitlines() if ln.strip()] if cls_file else None)
+    names = classes or ([ln.strip() for ln in _text(cls_file).splitlines() if ln.strip()] if cls_file else None)
     if not names:
         raise DataError(f"{str(root)!r} (YOLO): no classes.txt naming the class ids",
                         hint="add classes.txt with one class name per line")
     from ...data.images import IMAGE_EXTS
 
     img_dir = root / "images" if (root / "images").is_dir() else root
-    items, skipped = [], []
+    items, skipped, labelled = [], [], 0
     for img in sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
         lab = (root / "labels" / img.relative_to(img_dir)).with_suffix(".txt") if (root / "labels").is_dir() \
             else img.with_suffix(".txt")
         rows = []
         if lab.is_file():
-            for ln in lab.read_text().splitlines():
+            for ln in _text(lab).splitlines():
                 parts = ln.split()
                 if not parts:
                     continue
                 try:
+                    if len(parts) != 5:    # a segmentation polygon (c x1 y1 x2 y2 ...) is not a box
+                        raise ValueError("expected 'class cx cy w h'")
                     c, cx, cy, w, h = int(parts[0]), *map(float, parts[1:5])
                 except (ValueError, TypeError):
                     skipped.append(f"{lab.name} (bad line {ln[:30]!r})")
@@ -302,7 +316,21 @@ def _read_yolo(root: Path, classes):
                                            np.float32).reshape(-1, 4),   # normalised: scaled when the image is read
                            np.asarray([c for c, *_ in rows], np.int64)))
         items[-1].normalized = True
+        labelled += lab.is_file()
+    if items and not labelled:
+        raise DataError(f"{str(root)!r} (YOLO): none of the {len(items)} images has a label file (looked for "
+                        f"{'labels/<image>.txt' if (root / 'labels').is_dir() else '<image>.txt beside each image'})",
+                        hint="put labels/ next to images/ with one .txt per image")
     return items, names, skipped
+
+
+def _text(p: Path) -> str:
+    """A label file as text: UTF-8 (a BOM from Windows editors tolerated); anything else is a clear error."""
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError) as e:
+        raise DataError(f"{str(p)!r}: not a UTF-8 text file ({type(e).__name__})",
+                        hint="save labels and classes.txt as UTF-8") from None
 
 
 def folder_split(items: list[_Item], size: int, name: str, strict: bool = False) -> DetSplit:
@@ -339,6 +367,10 @@ def folder_split(items: list[_Item], size: int, name: str, strict: bool = False)
             skipped.append(f"{it.path.name} ({e.message.split(': ')[-1][:60]})")
     if skipped:
         warn(f"{name}: skipped {len(skipped)} unreadable image(s), e.g. {'; '.join(skipped[:3])}")
+    if items and not ok:
+        raise DataError(f"{name}: none of the {len(items)} images could be read (e.g. {skipped[0]})",
+                        hint="check that the annotation's file names match the image files (COCO: images/ or "
+                             "the folder of the JSON)")
     return DetSplit(name, size, len(ok), lambda i: load(ok[i])[0],
                     lambda i: dict(zip(("boxes", "labels"), load(ok[i])[1:])), ids=[str(items[i].path) for i in ok],
                     skipped=skipped)

@@ -151,6 +151,12 @@ class DetectionDevice:
             ds = s.split_view(limit)
         else:
             root = Path(spec).expanduser()
+            if (root / "train").is_dir():      # a dataset folder: evaluate its held-out split, never train/
+                held = [root / c for c in ("test", "val", "validation") if (root / c).is_dir()]
+                if not held:
+                    raise DataError(f"--data {spec!r} has train/ but no test/ or val/ to evaluate on",
+                                    hint="pass the held-out split's folder")
+                root = held[0]
             items, names, _ = read_folder(root, classes=list(labels))
             if limit:
                 items = items[:limit]
