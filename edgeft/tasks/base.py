@@ -141,6 +141,17 @@ def num_batches(n: int, batch_size: int, world: int) -> int:
     return max((n // world) // batch_size, 1)
 
 
+def epoch_batches(n: int, recipe, epoch: int, rank: int = 0, world: int = 1):
+    """``(g, batches)`` for one training epoch: the epoch's generator (the order is drawn from it first; tasks
+    then draw their augmentation from it) and this rank's batches of sample indices (numpy int64; the last partial
+    batch dropped, as ``num_batches`` counts)."""
+    g = epoch_generator(recipe.train.seed, epoch)
+    perm = shard_permutation(n, g, rank, world).numpy()
+    bs = recipe.train.batch_size
+    batches = (perm[b * bs:(b + 1) * bs] for b in range(num_batches(n, bs, world)))
+    return g, [idx for idx in batches if len(idx)]     # slices only run empty at the end: same as stopping there
+
+
 def shard_permutation(n: int, g, rank: int, world: int, drop_last: bool = True):
     """A seeded permutation split across ranks (DistributedSampler semantics, same on every rank)."""
     import torch

@@ -10,7 +10,7 @@ import torch
 
 from ...data.images import Preprocess, normalize_batch
 from ...errors import DataError
-from ..base import TaskData, epoch_generator, num_batches, shard_permutation
+from ..base import TaskData, epoch_batches
 from ..image_input import SquareImageInput
 from .data import BUILTIN_SCENES, DetSplit, Scenes, folder_split, read_folder
 from .device import DEVICE
@@ -147,25 +147,18 @@ class Task(SquareImageInput):
 
     def train_batches(self, data: TaskData, recipe, epoch: int, rank: int = 0, world: int = 1,
                       device: str = "cpu") -> Iterator[tuple]:
-        g = epoch_generator(recipe.train.seed, epoch)
         split = data.train
-        perm = shard_permutation(len(split), g, rank, world)
-        bs = recipe.train.batch_size
+        g, batches = epoch_batches(len(split), recipe, epoch, rank, world)
         if isinstance(split, _CachedTrain):
-            for b in range(num_batches(len(split), bs, world)):
-                idx = perm[b * bs:(b + 1) * bs]
-                if len(idx) == 0:
-                    break
-                yield (split.feats[idx].to(device).float(),
+            for idx in batches:
+                yield (split.feats[torch.from_numpy(idx)].to(device).float(),
                        [{"boxes": torch.from_numpy(split.targets[k][0]).to(device),
                          "labels": torch.from_numpy(split.targets[k][1]).to(device)} for k in idx.tolist()])
             return
         p = preprocess_of(recipe)
         size = recipe.input.size
-        for b in range(num_batches(len(split), bs, world)):
-            idx = perm[b * bs:(b + 1) * bs].tolist()
-            if not idx:
-                break
+        for idx in batches:
+            idx = idx.tolist()
             imgs, targets = [], []
             flips = (torch.rand(len(idx), generator=g) < 0.5).tolist() if recipe.augment.hflip else [False] * len(idx)
             for k, flip in zip(idx, flips):

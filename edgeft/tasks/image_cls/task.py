@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ...data.images import Preprocess, load_image_dataset, normalize_batch
-from ..base import TaskData, epoch_generator, num_batches, shard_permutation
+from ..base import TaskData, epoch_batches
 from ..classify_torch import TorchClassification
 from ..image_input import SquareImageInput
 from .device import DEVICE
@@ -40,16 +40,10 @@ class Task(SquareImageInput, TorchClassification):
     def train_batches(self, data: TaskData, recipe, epoch: int, rank: int = 0, world: int = 1,
                       device: str = "cpu") -> Iterator[tuple]:
         """Shuffled, augmented, normalised batches; a pure function of (recipe.train.seed, epoch, rank)."""
-        g = epoch_generator(recipe.train.seed, epoch)
         split = data.train
-        perm = shard_permutation(len(split), g, rank, world)
-        bs = recipe.train.batch_size
-        nb = num_batches(len(split), bs, world)
+        g, batches = epoch_batches(len(split), recipe, epoch, rank, world)
         p = preprocess_of(recipe)
-        for b in range(nb):
-            idx = perm[b * bs:(b + 1) * bs].numpy()
-            if len(idx) == 0:
-                break
+        for idx in batches:
             x = torch.from_numpy(split.images[idx]).permute(0, 3, 1, 2)  # (B, C, R, R) uint8
             x = augment(x, recipe.augment, p.size, g)
             yield normalize(x, p).to(device), torch.from_numpy(split.targets[idx]).to(device)

@@ -12,7 +12,7 @@ from ...data.audio import TTS_NAME, load_clips, make_kws_tts, read_wav, scan_spe
 from ...errors import DataError
 from ...runtime.features import LOG_EPS, LogMel
 from ...utils.log import warn
-from ..base import TaskData, epoch_generator, num_batches, shard_permutation
+from ..base import TaskData, epoch_batches
 from ..classify_torch import TorchClassification
 from .device import DEVICE
 from .recipe import KwsRecipe  # noqa: F401  (registers the recipe class)
@@ -80,17 +80,12 @@ class Task(TorchClassification):
 
     def train_batches(self, data: TaskData, recipe, epoch: int, rank: int = 0, world: int = 1,
                       device: str = "cpu") -> Iterator[tuple]:
-        g = epoch_generator(recipe.train.seed, epoch)
         split = data.train
-        perm = shard_permutation(len(split), g, rank, world)
-        bs = recipe.train.batch_size
+        g, batches = epoch_batches(len(split), recipe, epoch, rank, world)
         lm = recipe.features.logmel()
         a = recipe.augment_audio
         noise = getattr(self, "_noise", [])
-        for b in range(num_batches(len(split), bs, world)):
-            idx = perm[b * bs:(b + 1) * bs].numpy()
-            if len(idx) == 0:
-                break
+        for idx in batches:
             x = torch.from_numpy(split.clips[idx].astype(np.float32) / 32767.0)
             x = augment_wave(x, a, lm, noise, g)
             f = spec_augment(torch_logmel(x, lm), a, g)
