@@ -126,7 +126,8 @@ def bench(artifacts, *, data: str = "fashion-mnist:test", **settings) -> dict:
 def run(recipe, *, out=None, overrides=(), profile: str | None = None, threads: int | None = None,
         until: str | None = None) -> str:
     """The whole pipeline from one recipe (finetune -> prune -> qat -> export -> bench), resumable stage by stage;
-    returns the summary table. CLI: ``edgeft run image_cls/default``"""
+    returns the summary table. Raises CheckFailed (CLI exit 3) after writing everything when a stage failed a
+    gate or the bench result is not valid. CLI: ``edgeft run image_cls/default``"""
     from .pipeline import run_pipeline
 
     return run_pipeline(recipe, out, overrides=overrides, profile=profile, threads=threads, until=until)

@@ -1,7 +1,8 @@
 """The ``edgeft`` command line: a thin typer layer over the stage functions.
 
 Every command prints its result and the next useful command. Bad input prints one line
-(``error: ...``) and exits 2 without a traceback.
+(``error: ...``) and exits 2 without a traceback; a failed gate or validity check exits 3 with its outputs
+kept (the rule: edgeft/errors.py).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from . import __version__
+from . import __version__, nextsteps
 from .errors import EdgeftError, Interrupted
 from .utils import log
 
@@ -88,30 +89,8 @@ def finetune(
     if m:
         o = out or Path("runs") / (m.get("recipe") or "run")
         log.result(f"run: {o}")
-        log.next_step(f"edgeft export {o} --format openvino --int8", f"edgeft bench {o} {_data_opt(o)}")
+        log.next_step(*nextsteps.after_finetune(o))
 
-
-
-def _data_opt(run_or_bundle) -> str:
-    """`--data NAME:test` for the built-in datasets (bench's default anyway), else the placeholder to fill in."""
-    import json as _json
-
-    p = Path(run_or_bundle)
-    src = None
-    try:
-        if (p / "manifest.json").is_file():
-            src = _json.loads((p / "manifest.json").read_text()).get("source", {}).get("data")
-        elif (p / "recipe.yaml").is_file():
-            import yaml
-
-            src = (yaml.safe_load((p / "recipe.yaml").read_text()) or {}).get("data", {}).get("source")
-    except (OSError, ValueError, AttributeError):
-        src = None
-    from .tasks import builtin_source_task
-
-    if builtin_source_task(src):
-        return f"--data {src}:test"
-    return "--data <DIR>"
 
 
 def _launch_torchrun(n: int) -> int:
@@ -166,7 +145,7 @@ def prune(
                   lr=lr, distill=distill, global_pruning=global_pruning, max_drop=max_drop, target_macs=target_macs,
                   target_latency_ms=target_latency, resume=resume)
     o = out or Path(str(run) + f"-pruned{int(round(m['config']['ratio'] * 100))}")
-    log.next_step(f"edgeft qat {o} --epochs 1", f"edgeft export {o} --format openvino --int8")
+    log.next_step(f"edgeft qat {nextsteps.q(o)} --epochs 1", f"edgeft export {nextsteps.q(o)} --format openvino --int8")
 
 
 @app.command()
@@ -192,7 +171,10 @@ def qat(
     trt = m["flavour"] == "tensorrt"
     o = out or Path(str(run) + ("-qat-trt" if trt else "-qat"))
     fmt = "tensorrt" if trt else "openvino"
-    log.next_step(f"edgeft export {o} --format {fmt} --int8", f"edgeft export {o} --format onnxruntime --int8")
+    log.next_step(*([] if trt else [f"edgeft export {nextsteps.q(o)} --format openvino --int8"]),
+                  f"edgeft export {nextsteps.q(o)} --format onnxruntime --int8",
+                  *([f"edgeft export {nextsteps.q(o)} --format tensorrt --int8  (on a machine with an NVIDIA GPU and "
+                     f"TensorRT)"] if trt else []))
 
 
 # -------------------------------------------------------------------------------------------- export
@@ -230,7 +212,7 @@ def export(
                    max_drop=max_drop, parity_samples=parity_samples, target=target, force=force,
                    sign_key=str(sign_key) if sign_key else None)
     b = out or m.get("_out") or _bundle_path(run, format, m["precision"], target)
-    log.next_step(f"edgeft predict {b} <IMAGE>...", f"edgeft bench {run} {b} {_data_opt(run)}")
+    log.next_step(*nextsteps.after_export(Path(run), Path(b)))
 
 
 def _bundle_path(run, fmt, precision, target):
@@ -263,7 +245,7 @@ def build(bundle: Path = typer.Argument(..., help="a TensorRT bundle (format ten
     e = m["engine"]
     log.result(f"built {bundle}/model.engine for {e['gpu']} (compute {e['compute_capability']}, TensorRT "
                f"{e['tensorrt']}) in {e['build_seconds']}s" + (f"; was built for {old}" if old and old != e["gpu"] else ""))
-    log.next_step(f"edgeft bench {bundle} {_data_opt(bundle)}")
+    log.next_step(f"edgeft bench {nextsteps.q(bundle)}{nextsteps.data_opt(Path(bundle))}")
 
 
 @app.command()
@@ -368,8 +350,39 @@ def _predict_body(bundle, inputs, top_k, json_out, threads, allow_failed):
             log.result(f"{f}: {task.format_prediction(pr)}")
     if skipped:
         log.warn(f"skipped {len(skipped)} unreadable input(s): " + "; ".join(why for _, why in skipped[:3]))
+    folder_acc = _class_folder_accuracy(preds, model.labels, any(p.is_dir() for p in inputs), top_k)
+    if folder_acc:
+        log.result(folder_acc)
     if not json_out:
-        log.next_step(f"edgeft bench {bundle} {_data_opt(bundle)}")
+        if model.task_name == "kws":
+            log.next_step(f"edgeft bench {nextsteps.q(bundle)} --scenario audio_stream --profile quick")
+        else:
+            log.next_step(f"edgeft bench {nextsteps.q(bundle)}{nextsteps.data_opt(Path(bundle))}")
+
+
+def _class_folder_accuracy(preds, labels, from_dir: bool, top_k: int) -> str | None:
+    """A folder tree of class sub-folders named after the labels (what `data export-images` writes): the accuracy
+    of the predictions against the folder names, with its 95% Wilson interval."""
+    from .stats import wilson_ci
+
+    if not from_dir or not preds or not isinstance(preds[0][1], list) or not preds[0][1] \
+            or not isinstance(preds[0][1][0], tuple):
+        return None
+    lab = set(labels)
+    scored = [(f.parent.name, [p[0] for p in pr]) for f, pr in preds if f.parent.name in lab]
+    if not scored:
+        return None
+    n = len(scored)
+    k1 = sum(top[0] == truth for truth, top in scored)
+    lo, hi = wilson_ci(k1, n)
+    line = f"accuracy against the class folders: top-1 {k1 / n:.4f} [95% CI {lo:.4f}, {hi:.4f}] ({k1}/{n})"
+    if top_k > 1:
+        kk = sum(truth in top for truth, top in scored)
+        line += f", top-{top_k} {kk / n:.4f}"
+    if n < len(preds):
+        line += f"; {len(preds) - n} file(s) outside a label-named folder not scored"
+    return line
+
 
 
 @app.command()
@@ -396,9 +409,13 @@ def doctor():
     log.result(f"Fashion-MNIST: {fm or 'not found (sudo apt-get install dataset-fashion-mnist)'}")
     import shutil
 
-    here = str(Path(sys.executable).parent)   # tools installed into this environment (benchmark_app)
+    import sysconfig
+
+    # tools installed into this environment (benchmark_app) are found even when it is not activated
+    here = os.pathsep.join(dict.fromkeys([sysconfig.get_path("scripts"), str(Path(sys.prefix) / "bin"),
+                                          str(Path(sys.executable).parent)]))
     for tool in ("espeak-ng", "flite", "g++", "benchmark_app", "ssh"):
-        log.result(f"tool {tool:12s} {shutil.which(tool) or shutil.which(tool, path=here) or 'not found'}")
+        log.result(f"tool {tool:13s} {shutil.which(tool) or shutil.which(tool, path=here) or 'not found'}")
     log.result("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     log.result(f"format x precision on this CPU ({host_target(pol).name}; fast = native, f32 = FP16 weights computed "
                f"in f32, 7bit = INT8 with 7-bit weights, no = refused here, – = backend not installed):\n"
@@ -437,6 +454,11 @@ def bench(
     stream: Optional[str] = typer.Option(None, "--stream", help="audio_stream: stream .wav (its truth .json beside)"),
     replay: str = typer.Option("both", "--replay", help="audio_stream: realtime | asfast | both"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="audio_stream: detection threshold"),
+    streams: str = typer.Option("1,auto", "--streams", help="throughput: inference streams to try, e.g. 1,2,auto "
+                                "(auto: OpenVINO's choice; ORT one per thread)"),
+    batches: str = typer.Option("1", "--batches", help="throughput: batch sizes to sweep, e.g. 1,4,8"),
+    profile_layers: bool = typer.Option(False, "--profile-layers", help="also time each layer of every bundle "
+                                        "(OpenVINO performance counters, ONNX Runtime profiler): layers_*.md"),
     allow_failed: bool = typer.Option(False, "--allow-failed", help="include bundles marked failed by a gate"),
     allow_dvfs: bool = typer.Option(False, "--allow-dvfs", help="allow --profile report without the performance governor"),
     device: Optional[List[str]] = typer.Option(None, "--device", help="run on a device over SSH: ssh://USER@HOST[:PORT] "
@@ -450,7 +472,8 @@ def bench(
 
 
 def _bench_body(artifacts, data, scenario, profile, threads, out, json_out, md_out, plots_dir, batch, data_limit, fps,
-                duration, handoff, source, deadline_ms, stream, replay, threshold, allow_failed, allow_dvfs, device):
+                duration, handoff, source, deadline_ms, stream, replay, threshold, streams, batches, profile_layers,
+                allow_failed, allow_dvfs, device):
     from .bench.harness import BenchConfig, bench as run_bench
     from .bench.report import markdown, plots, save_json, save_markdown
     from .errors import DataError
@@ -460,7 +483,7 @@ def _bench_body(artifacts, data, scenario, profile, threads, out, json_out, md_o
     cfg = BenchConfig(data=data or _default_data(artifacts), scenario=scenario, profile=profile, threads=threads,
                       batch=batch, data_limit=data_limit, fps=fps, duration=duration, handoff=handoff, source=source,
                       deadline_ms=deadline_ms, stream=stream, replay=replay, threshold=threshold,
-                      allow_failed=allow_failed, allow_dvfs=allow_dvfs, command="edgeft " + " ".join(sys.argv[1:]))
+                      streams=streams, batches=batches, allow_failed=allow_failed, allow_dvfs=allow_dvfs, command="edgeft " + " ".join(sys.argv[1:]))
     if device:
         return _bench_devices(artifacts, cfg, device, out, json_out, md_out)
     for where in (out or Path("runs") / "bench", json_out, md_out, plots_dir):
@@ -478,7 +501,43 @@ def _bench_body(artifacts, data, scenario, profile, threads, out, json_out, md_o
         log.warn("matplotlib not installed: plots skipped (pip install 'edgeft[runtime]')")
     log.result(markdown([doc]))
     log.result(f"results: {jp}" + (f"; plots: {', '.join(str(p) for p in made)}" if made else ""))
-    log.next_step(f"edgeft report {jp} OTHER_MACHINE.json  (one table across machines)")
+    if profile_layers:
+        _profile_layers(artifacts, cfg, o)
+    _raise_if_invalid([doc], str(jp))
+    log.next_step(f"edgeft report {nextsteps.q(jp)}  (add result JSONs from other machines: one table)")
+
+
+def _profile_layers(artifacts, cfg, out_dir: Path) -> None:
+    """--profile-layers: each bundle's per-layer times on one real sample of --data (after the bench, untimed)."""
+    from .bench import layers
+    from .bench.data import load_samples
+    from .bundle import MANIFEST, read_manifest
+    from .tasks import device_task
+
+    for a in artifacts:
+        if not (Path(a) / MANIFEST).is_file():
+            continue
+        m = read_manifest(a)
+        s = load_samples(cfg.data, m["task"], list(m["labels"]), 1)
+        feeds = device_task(m["task"]).preprocessor(m)([s.raw(0)])
+        prof = layers.profile_layers(a, feeds, threads=cfg.threads)
+        p = layers.write(prof, out_dir, Path(a).name if Path(a).parent.name != "bundles"
+                         else f"{Path(a).parent.parent.name}_{Path(a).name}")
+        log.result(layers.markdown(prof, top=10))
+        log.result(f"per-layer table: {p}")
+
+
+def _raise_if_invalid(docs: list[dict], where: str) -> None:
+    """A bench whose result is not valid exits 3 (its files are written): CI can gate on `edgeft bench`."""
+    from .errors import CheckFailed
+
+    bad = [c for d in docs for c in d["validity"]["checks"] if not c["passed"] and not c.get("warn_only")]
+    if bad:
+        shown = "; ".join(f"{c['name']} ({c.get('detail', '')})" for c in bad[:3])
+        raise CheckFailed(f"bench finished but the result is not valid: {shown}"
+                          f"{f' (+{len(bad) - 3} more)' if len(bad) > 3 else ''}; results kept at {where}",
+                          hint="fix what the check names (e.g. a lower --fps, --threads matching the runtime), "
+                               "or read the table above")
 
 
 def _bench_devices(artifacts, cfg, devices, out, json_out, md_out) -> None:
@@ -501,8 +560,9 @@ def _bench_devices(artifacts, cfg, devices, out, json_out, md_out) -> None:
     save_markdown(docs, md_out or o / "result.md")
     log.result(markdown(docs))
     log.result("results: " + ", ".join(str(o / d["remote"]["device"] / "result.json") for d in docs))
-    log.next_step(f"edgeft report {' '.join(str(o / d['remote']['device'] / 'result.json') for d in docs)} "
-                  f"LOCAL.json  (one table across machines)")
+    _raise_if_invalid(docs, str(o))
+    log.next_step(f"edgeft report {' '.join(nextsteps.q(o / d['remote']['device'] / 'result.json') for d in docs)}"
+                  f"  (add this machine's result JSON: one table across machines)")
 
 
 def _check_writable(d: Path) -> None:
@@ -568,7 +628,8 @@ def report(results: List[Path] = typer.Argument(..., help="result JSON files (fr
     if md_out:
         save_markdown(docs, md_out)
         log.result(f"written: {md_out}")
-    log.next_step("edgeft bench ARTIFACT... --json OUT.json on another device, then edgeft report again")
+    log.next_step("edgeft devices list  (bench the same artifacts on another machine with --device NAME, then "
+                  "report all the result files together)")
 
 
 @app.command()
@@ -581,11 +642,15 @@ def camera(
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     display: bool = typer.Option(True, "--display/--no-display", help="on-screen overlay when a display exists"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the camera report here"),
+    save: Optional[Path] = typer.Option(None, "--save", help="write the frames with the results drawn (.mp4/.avi)"),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="write one JSON line per processed frame "
+                                         "(frame, time, e2e ms, label/score or boxes)"),
 ):
     """Run a bundle on a live camera or a video at a fixed rate, with an overlay: edgeft camera B --source 0"""
     from .bench.live import live_camera
 
-    rep = live_camera(bundle, source, fps=fps, duration=duration, handoff=handoff, threads=threads, display=display)
+    rep = live_camera(bundle, source, fps=fps, duration=duration, handoff=handoff, threads=threads, display=display,
+                      save=str(save) if save else None, jsonl=str(jsonl) if jsonl else None)
     if json_out:
         from .utils.io import atomic_write_json
 
@@ -596,7 +661,11 @@ def camera(
                f"{c['processed_frames']}, dropped {c['dropped_frames']} ({100 * c['drop_rate']:.2f}%), deadline misses "
                f"{100 * c['deadline_miss_rate']:.2f}%; e2e p50 {e.get('p50', float('nan')):.2f} ms p99 "
                f"{e.get('p99', float('nan')):.2f} ms; producer on time: {c['producer_on_time']}")
-    log.next_step(f"edgeft bench {bundle} --scenario camera --fps {fps:g}")
+    for k, what in (("saved_video", "video with results drawn"), ("jsonl", "per-frame JSON lines")):
+        if rep.get(k):
+            log.result(f"{what}: {rep[k]['path'] if isinstance(rep[k], dict) else rep[k]}")
+    src = f" --source {nextsteps.q(source)}" if not source.isdigit() else ""
+    log.next_step(f"edgeft bench {nextsteps.q(bundle)} --scenario camera --fps {fps:g}{src} --profile quick")
 
 
 @data_app.command("export-images")
@@ -615,7 +684,10 @@ def data_export_images(source: str = typer.Argument(..., help="built-in dataset,
     else:
         n = export_builtin_images(source, out, split, limit)
     log.result(f"wrote {n} images to {out}")
-    log.next_step(f"edgeft predict BUNDLE {out}", f"edgeft bench BUNDLE --data {out}")
+    task = "detection" if source == "objects-on-photos" else "image_cls"
+    make, b = nextsteps.bundle_or_demo(task, source)
+    log.next_step(*make, f"edgeft predict {nextsteps.q(b)} {nextsteps.q(out)}",
+                  f"edgeft bench {nextsteps.q(b)} --data {nextsteps.q(out)}")
 
 
 @data_app.command("make-video")
@@ -651,7 +723,10 @@ def data_make_video(out: Path = typer.Argument(..., help="video file to write (.
         frames += frames[: n - len(frames)]
     make_video(str(out), frames, fps)
     log.result(f"wrote {out}: {n} frames, {size}x{size}, {fps:g} fps")
-    log.next_step(f"edgeft camera BUNDLE --source {out}")
+    make, b = nextsteps.bundle_or_demo(task or "image_cls", name if task else None)
+    log.next_step(*make, f"edgeft camera {nextsteps.q(b)} --source {nextsteps.q(out)} --duration 10",
+                  f"edgeft bench {nextsteps.q(b)} --scenario camera --source {nextsteps.q(out)} --fps {fps:g} "
+                  f"--profile quick")
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -667,26 +742,19 @@ def run_cmd(
     """The whole pipeline from one recipe, resumable stage by stage: edgeft run image_cls/default"""
     from . import api
 
-    o = out or Path("runs") / Path(recipe).stem
-    api.run(recipe, out=o if out else None, overrides=set_ or (), profile=profile, threads=threads, until=until)
+    from .recipe import load_recipe
+
+    o = out or Path("runs") / (load_recipe(recipe, set_ or ()).name or "run")
+    again = nextsteps.rerun_command(recipe, out, profile, threads, until, set_)
+    try:
+        api.run(recipe, out=o if out else None, overrides=set_ or (), profile=profile, threads=threads, until=until)
+    except EdgeftError as e:
+        if e.exit_code == 3:   # stages failed a gate: say where everything is and how to re-run before exiting 3
+            log.result(f"pipeline folder: {o} (summary.md)")
+            log.next_step(f"{again}  (after fixing the failed step; finished stages are kept)")
+        raise
     log.result(f"pipeline folder: {o} (summary.md, bench/result.json, bench/plots/)")
-    log.next_step(*_predict_hints(o), f"edgeft run {recipe}  (re-run: finished stages are kept)")
-
-
-def _predict_hints(pipeline_dir: Path) -> list[str]:
-    """`edgeft predict` on a bundle the pipeline really made, with inputs the user can make offline."""
-    bundles = sorted(p for p in (pipeline_dir / "bundles").glob("*") if (p / "manifest.json").is_file())
-    if not bundles:
-        return [f"edgeft export {pipeline_dir}/finetune --format openvino --int8"]
-    b = next((p for p in bundles if p.name.endswith("int8")), bundles[0])
-    data = _data_opt(b)
-    if data.startswith("--data ") and "<" not in data:
-        name = data.split()[1].split(":")[0]
-        if name == "speech-commands-tts":
-            return [f"edgeft listen {b} --source talk.wav  (or --source mic)"]
-        return [f"edgeft data export-images {name} --out {name}-test --limit 16",
-                f"edgeft predict {b} {name}-test"]
-    return [f"edgeft predict {b} <IMAGE>..."]
+    log.next_step(*nextsteps.after_run(o), f"{again}  (re-run: finished stages are kept)")
 
 
 # -------------------------------------------------------------------------------------------- listen
@@ -721,7 +789,7 @@ def data_make_kws(out: Optional[Path] = typer.Option(None, "--out", "-o", help="
     m = _json.loads((p / "manifest.json").read_text())
     log.result(f"keyword dataset: {p} ({m['tts_clips']} TTS clips, {m['silence']} silence, "
                f"{m['real_unknown_clips']} real-voice unknown clips)")
-    log.next_step("edgeft finetune --recipe kws/dscnn_s --out runs/kws")
+    log.next_step(f"edgeft finetune --recipe kws/dscnn_s --data {nextsteps.q(p)} --out runs/kws")
 
 
 @data_app.command("make-stream")
@@ -736,7 +804,10 @@ def data_make_stream(out: Path = typer.Option(..., "--out", "-o", help="folder f
     s = build_streams(data, KEYWORDS + [UNKNOWN, SILENCE], profile, out, seed=seed)
     for k, v in s.items():
         log.result(f"{k}: {v['path']} ({v['truth']['length_sec']:.0f} s, {len(v['truth']['events'])} keywords)")
-    log.next_step(f"edgeft listen BUNDLE --source {s['positive']['path']}")
+    make, b = nextsteps.bundle_or_demo("kws")
+    log.next_step(*make, f"edgeft listen {nextsteps.q(b)} --source {nextsteps.q(s['positive']['path'])} --asfast",
+                  f"edgeft bench {nextsteps.q(b)} --scenario audio_stream --stream {nextsteps.q(s['positive']['path'])}"
+                  f" --profile quick")
 
 
 # --------------------------------------------------------------------------------------- listings
@@ -758,7 +829,9 @@ def models(pattern: Optional[str] = typer.Argument(None, help="glob, e.g. 'mobil
     for n in names:
         s = MODELS.get(n)
         log.result(f"{n:22s} {s.task:9s} {'pretrained' if s.pretrained else '          '}  {s.description}")
-    log.next_step("edgeft finetune --recipe image_cls/resnet18 --out runs/r18")
+    first = names[0]
+    log.next_step(f"edgeft finetune {nextsteps.recipe_for_model(first, MODELS.get(first).task)} --out "
+                  f"runs/{first}")
 
 
 @app.command()

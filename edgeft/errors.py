@@ -1,8 +1,17 @@
 """Errors users can act on.
 
-Every :class:`EdgeftError` is printed by the CLI as one line (what was given, what is valid, what to do)
-and exits with code 2, without a traceback. Anything else escaping is a bug in edgeft and keeps its
-traceback.
+Every :class:`EdgeftError` is printed by the CLI as one line (what was given, what is valid, what to do),
+without a traceback. Anything else escaping is a bug in edgeft and keeps its traceback.
+
+Exit codes (one rule for every command, so CI can gate on them):
+
+- 0: the command did what was asked and every check it ran passed;
+- 1: a bug in edgeft (a traceback);
+- 2: bad input or environment: nothing usable was produced (:class:`EdgeftError`);
+- 3: the command ran to the end and wrote its outputs, but a gate or validity check failed: an accuracy gate
+  (``--max-drop``), a parity check, a bench result that is not valid, a pipeline stage that failed
+  (:class:`CheckFailed`; outputs are kept and marked);
+- 130: interrupted (Ctrl-C); finished outputs are kept.
 """
 from __future__ import annotations
 
@@ -48,7 +57,13 @@ class BundleError(EdgeftError):
     """A bundle is missing files, tampered with, or was built for another device."""
 
 
-class GateFailed(EdgeftError):
+class CheckFailed(EdgeftError):
+    """The work was done and its outputs written, but a gate or validity check failed (exit code 3)."""
+
+    exit_code = 3
+
+
+class GateFailed(CheckFailed):
     """An accuracy gate (--max-drop) failed; the artifacts are kept but marked failed."""
 
 

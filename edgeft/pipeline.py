@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from .errors import EdgeftError, GateFailed, RunError
+from .errors import CheckFailed, EdgeftError, GateFailed, RunError
 from .recipe import load_recipe
 from .utils.io import atomic_write_json, read_json, sha256_file
 from .utils.log import info, result
@@ -139,11 +139,11 @@ class Pipeline:
                 try:
                     m = read_manifest(b)
                     same_target = want is None or (m.get("target") or {}).get("name") == want
-                    if m["source"].get("model_sha256") == wsha and m["source"].get("recipe_hash") and same_target:
-                        self.rows.append((f"export {tag}", "cached" if m["status"] == "ok" else m["status"], "0s",
-                                          _ex_detail(m)))
-                        if m["status"] == "ok":
-                            out.append(b)
+                    # a bundle that failed its gate is built again (the recipe's gate may have changed)
+                    if (m["source"].get("model_sha256") == wsha and m["source"].get("recipe_hash") and same_target
+                            and m["status"] == "ok"):
+                        self.rows.append((f"export {tag}", "cached", "0s", _ex_detail(m)))
+                        out.append(b)
                         continue
                 except EdgeftError:
                     pass  # unreadable or tampered: rebuild it
@@ -267,4 +267,12 @@ def run_pipeline(recipe, out: str | Path | None = None, overrides=(), profile: s
     atomic_write_json(root / "pipeline.json", p.state)
     (root / "summary.md").write_text(text)
     result(text)
+    failed = [f"{name} ({status}: {detail})" for name, status, _, detail in p.rows if status not in ("done", "cached")]
+    if doc is not None and not doc["validity"]["valid"]:
+        bad = [c["name"] for c in doc["validity"]["checks"] if not c["passed"] and not c.get("warn_only")]
+        failed.append(f"bench (not valid: {', '.join(bad[:3])})")
+    if failed:
+        raise CheckFailed(f"pipeline {r.name} finished with {len(failed)} failed step(s): {'; '.join(failed)}; "
+                          f"everything is kept in {root} (summary.md)",
+                          hint="fix the failed step and re-run the same command (finished stages are kept)")
     return text

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
-# TensorRT propagates Q/DQ across these shape-only ops, so a DQ before them still quantizes the consumer
-SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity")
+# TensorRT propagates a DequantizeLinear forward across ops that commute with quantization, so a DQ before them
+# still quantizes the consumer: shape-only ops, and max pooling (max(s*q) = s*max(q) for a positive scale s;
+# ResNet's stem Conv-ReLU-MaxPool-Conv is quantized at the ReLU output, before the MaxPool).
+SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "MaxPool", "GlobalMaxPool")
 
 
 def tensorrt_violations(model_or_path) -> list[str]:

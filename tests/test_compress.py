@@ -70,19 +70,20 @@ def test_qat_runs_export_to_runtimes_without_requantizing(qat_runs, tmp_path):
         assert b["quantization"]["method"] == "qat" and b["parity"]["reference"].startswith("pytorch fake-quant")
         assert b["parity"]["top1_agreement"] >= 0.95 and b["status"] == "ok"
         assert "calibration" not in b["quantization"]                      # consumed, not re-quantized
-    # the ORT bundle stores the weights as int8 constants (folded QuantizeLinear), with the same outputs as the
-    # untouched Q/DQ graph of the onnx bundle
+    # the ORT and onnx bundles store the weights as int8 constants (folded QuantizeLinear: int8 -> DequantizeLinear,
+    # the pre-quantized weight pattern TensorRT parses too), with the same outputs as the run's Q/DQ graph
     import onnxruntime as ort
 
-    assert b["quantization"].get("weights_stored") is None                  # format onnx: graph kept as is
-    ob = json.loads((tmp_path / "onnxruntime" / "manifest.json").read_text())
-    assert ob["quantization"]["weights_stored"].startswith("int8 constants")
-    folded, raw = tmp_path / "onnxruntime" / "model.onnx", tmp_path / "onnx" / "model.onnx"
-    assert folded.stat().st_size < raw.stat().st_size / 2
-    x = np.random.default_rng(0).standard_normal((4, *ob["inputs"][0]["shape"][1:])).astype(np.float32)
-    ya, yb = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-              for p in (folded, raw))
-    np.testing.assert_allclose(ya, yb, atol=1e-5)
+    raw = out / "model_qdq.onnx"
+    for fmt in ("onnxruntime", "onnx"):
+        ob = json.loads((tmp_path / fmt / "manifest.json").read_text())
+        assert ob["quantization"]["weights_stored"].startswith("int8 constants")
+        folded = tmp_path / fmt / "model.onnx"
+        assert folded.stat().st_size < raw.stat().st_size / 2
+        x = np.random.default_rng(0).standard_normal((4, *ob["inputs"][0]["shape"][1:])).astype(np.float32)
+        ya, yb = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+                  for p in (folded, raw))
+        np.testing.assert_allclose(ya, yb, atol=1e-5)
 
 
 def test_symmetric_qdq_passes_tensorrt_rules_and_cpu_flavour_does_not(qat_runs):
@@ -119,6 +120,29 @@ def test_tensorrt_rules_catch_each_violation():
     assert any("non-zero zero point" in v for v in tensorrt_violations(model(x_zp="zu")))
     assert any("expected axis 0" in v for v in tensorrt_violations(model(w_axis=1)))
     assert any("data input is not produced by DequantizeLinear" in v for v in tensorrt_violations(model(conv_from_dq=False)))
+    # DQ -> MaxPool -> Conv is fine (TensorRT moves the DQ past the max pooling: ResNet's stem); average pooling
+    # does not commute with quantization, so DQ -> AveragePool -> Conv leaves the Conv's input unquantized
+    for pool, ok in (("MaxPool", True), ("AveragePool", False)):
+        m = model()
+        conv = m.graph.node[-1]
+        m.graph.node.insert(4, helper.make_node(pool, ["xd"], ["xp"], kernel_shape=[2, 2]))
+        conv.input[0] = "xp"
+        assert (tensorrt_violations(m) == []) is ok, pool
+
+
+def test_tensorrt_flavour_qat_graph_of_a_real_resnet18_follows_the_rules(tmp_path):
+    """The newcomer's report: `qat --flavour tensorrt` on a plain ResNet-18 failed TensorRT's rules after training
+    (the stem's MaxPool sits between a DequantizeLinear and layer1's first Conv)."""
+    import torchvision
+
+    from edgeft.stages.qat import build_qat_model, strip_and_export
+
+    torch.manual_seed(0)
+    fp32 = torchvision.models.resnet18(num_classes=10).eval()
+    q, meta = build_qat_model(fp32, [torch.randn(8, 3, 32, 32)], "tensorrt", "tensorrt")
+    exp = strip_and_export(q, torch.randn(2, 3, 32, 32), tmp_path / "r18.onnx")
+    assert exp["tensorrt_rule_violations"] == [] and meta["qdq_flavour"] == "s8s8_sym"
+    assert "MaxPool" in {n.op_type for n in onnx.load(str(tmp_path / "r18.onnx")).graph.node}
 
 
 @pytest.mark.slow
@@ -142,7 +166,7 @@ def test_qat_beats_ptq_on_a_quantization_hostile_toy(tiny_run, tmp_path, target)
 def test_qat_gate_reports_the_worst_layers(tiny_run, tmp_path, cli):
     hostile = make_quant_hostile_run(tiny_run, tmp_path / "h", factor=100, shift=False)
     r = cli("qat", hostile, "--epochs", "0", "--calib-size", "64", "--max-drop", "1", "--out", tmp_path / "q")
-    assert r.code == 2 and "layers with the largest fake-quant error" in r.err and "features." in r.err, r.err
+    assert r.code == 3 and "layers with the largest fake-quant error" in r.err and "features." in r.err, r.err
     m = json.loads((tmp_path / "q" / "metrics.json").read_text())
     assert m["status"] == "failed_gate" and len(m["worst_layers"]) >= 3
     assert (tmp_path / "q" / "model_qdq.onnx").is_file()                  # files kept, marked failed

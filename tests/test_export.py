@@ -93,7 +93,7 @@ def test_max_drop_gate_fails_keeps_files_marked(tiny_run, tmp_path, cli):
     hostile = make_quant_hostile_run(tiny_run, tmp_path / "hostile")
     out = tmp_path / "gated"
     r = cli("export", hostile, "--format", "onnxruntime", "--int8", "--max-drop", "1", "--out", out)
-    assert r.code == 2 and "drop" in r.err and "edgeft qat" in r.err, r.err
+    assert r.code == 3 and "drop" in r.err and "edgeft qat" in r.err, r.err
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "failed_gate" and m["parity"]["accuracy"]["drop_points"] > 1
     from edgeft import runtime

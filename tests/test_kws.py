@@ -183,6 +183,21 @@ export: {{calib_size: 32, parity_samples: 32}}
     write_wav(tmp_path / "talk.wav", audio)
     r = cli("listen", b, "--source", tmp_path / "talk.wav", "--asfast", "--threshold", "0.3")
     assert r.code == 0 and "detection(s)" in r.out and "streaming mode" in r.out, r.err
+    assert "scored against" not in r.out                                   # no truth file: nothing to score
+    # a truth file beside the wav (make-stream's format): listen scores its detections against it
+    ends = np.cumsum([len(read_wav(p)) / 16000 for p in sorted((tiny_kws_data / "yes").glob("*.wav"))[:4]])
+    starts = np.concatenate([[0.0], ends[:-1]])
+    events = [{"label": "yes", "start_s": float(a), "end_s": float(e)} for a, e in zip(starts, ends)]
+    (tmp_path / "talk.json").write_text(json.dumps({"events": events}))
+    r = cli("listen", b, "--source", tmp_path / "talk.wav", "--asfast", "--threshold", "0.3")
+    assert r.code == 0 and "scored against talk.json" in r.out and "/4 keywords detected" in r.out, r.out
+    hits = int(r.out.split("scored against talk.json: ")[1].split("/")[0])
+    n_det = int(r.out.split(" detection(s)")[0].split()[-1])
+    assert 0 <= hits <= min(4, n_det) and "FA/h" in r.out
+    (tmp_path / "talk.json").write_text("{\"events\": 3}")
+    r = cli("listen", b, "--source", tmp_path / "talk.wav", "--asfast")
+    assert r.code == 2 and "not a truth file" in r.err and r.err.count("\n") == 1, r.err
+    (tmp_path / "talk.json").unlink()
     r = cli("bench", b, run / "bundles" / "onnxruntime-int8", "--scenario", "audio_stream", "--profile", "smoke",
             "--data", f"{tiny_kws_data}:test", "--threads", 1, "--out", tmp_path / "bench")
     assert r.code == 0, r.err

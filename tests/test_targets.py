@@ -4,6 +4,7 @@ Every test runs on any CPU: the policy side is driven by EDGEFT_CPU_FEATURES (bo
 numerical side is checked against what the runtime really compiled on this machine."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,16 @@ def test_doctor_states_the_class_and_native_precisions(simulate, cli):
     row = next(line for line in r.out.splitlines() if line.startswith("openvino "))
     assert row.split()[1:] == ["yes", "f32", "fast", "fast"]          # fp32, fp16 (f32 compute), bf16, int8
     assert "peak GMAC/s" in r.out and "f32 " in r.out and "int8 " in r.out
+    # tools installed in this environment are found even when it is not activated (PATH without .venv/bin)
+    import importlib.util
+    import sysconfig
+
+    bapp = Path(sysconfig.get_path("scripts")) / "benchmark_app"
+    line = next(x for x in r.out.splitlines() if x.startswith("tool benchmark_app"))
+    assert ("not found" not in line) == (bapp.exists() or shutil.which("benchmark_app") is not None), line
+    if importlib.util.find_spec("tensorrt") is None:   # not installed: nothing in its row says yes
+        trt = next(x for x in r.out.splitlines() if x.startswith("tensorrt "))
+        assert "yes" not in trt and "fast" not in trt and "backend tensorrt     unavailable" in r.out, trt
     assert support_table(TARGETS["x86-avx2"]).splitlines()[3].split()[1:] == ["yes", "f32", "no", "7bit"]
     assert support_table(TARGETS["arm64"]).splitlines()[3].split()[1:] == ["yes", "fast", "no", "fast"]
 

@@ -147,9 +147,9 @@ class OnnxRuntimeBackend(Backend):
     def build(self, onnx_path: Path, out_dir: Path, cfg: BuildConfig) -> dict:
         """Write ``out_dir/model.onnx`` for ONNX Runtime; returns manifest details."""
         out = out_dir / "model.onnx"
-        if cfg.from_qat and cfg.format == "onnxruntime":
+        if cfg.from_qat and cfg.format in ("onnxruntime", "onnx"):
             # the QAT Q/DQ graph as it is, with its weight quantizers folded into int8 constants (same outputs);
-            # format onnx keeps the graph untouched (the portable Q->DQ weight pattern TensorRT parses)
+            # (int8 weight -> DequantizeLinear is the pre-quantized weight pattern TensorRT parses too)
             from ..qdq import fold_weight_quantizers
 
             fold = fold_weight_quantizers(onnx_path, out)

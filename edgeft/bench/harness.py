@@ -47,6 +47,9 @@ class BenchConfig:
     handoff: str = "latest"
     source: str | None = None
     deadline_ms: float | None = None
+    # throughput
+    streams: str = "1,auto"
+    batches: str = "1"
     # audio_stream
     stream: str | None = None
     replay: str = "both"
@@ -175,7 +178,10 @@ def load_ctx_samples(ctx: BenchContext):
     if ctx.samples is None:
         from .data import load_samples
 
-        ctx.samples = load_samples(ctx.cfg.data, ctx.task, ctx.labels, ctx.cfg.data_limit)
+        limit = ctx.cfg.data_limit or ctx.cfg.profile_obj().accuracy_limit
+        ctx.samples = load_samples(ctx.cfg.data, ctx.task, ctx.labels, limit)
+        if ctx.cfg.data_limit is None and limit is not None and len(ctx.samples) >= limit:
+            ctx.samples.limited_by = f"profile {ctx.cfg.profile}: first {limit} samples"
         if len(ctx.samples) == 0:
             raise DataError(f"--data {ctx.cfg.data!r} has no samples")
     return ctx.samples

@@ -35,9 +35,37 @@ def listen(bundle, source: str, mode: str = "auto", realtime: bool = True, thres
         audio = read_wav(source, model.lm.sample_rate)
         r = replay(det, audio, realtime=realtime, on_step=show, max_seconds=seconds)
         p99 = float(np.percentile(r["compute_ms"], 99, method="inverted_cdf")) if r["hops"] else float("nan")
-        return r["detections"], (f"{len(r['detections'])} detection(s) in {r['audio_s']:.1f} s of audio ({mode} mode, "
-                                 f"{'real time' if realtime else 'as fast as possible'}): RTF "
-                                 f"{r['compute_ms'].sum() / 1e3 / max(r['audio_s'], 1e-9):.4f}, per-hop p99 {p99:.3f} ms")
+        summary = (f"{len(r['detections'])} detection(s) in {r['audio_s']:.1f} s of audio ({mode} mode, "
+                   f"{'real time' if realtime else 'as fast as possible'}): RTF "
+                   f"{r['compute_ms'].sum() / 1e3 / max(r['audio_s'], 1e-9):.4f}, per-hop p99 {p99:.3f} ms")
+        scored = score_against_truth(source, r["detections"], r["audio_s"])
+        return r["detections"], summary + (f"\n{scored}" if scored else "")
+
+
+def score_against_truth(wav: str, detections: list[dict], audio_s: float) -> str | None:
+    """With a truth file beside the wav (``stream_x.json``, as `edgeft data make-stream` writes; MLPerf Tiny's
+    format: events with label, start_s, end_s), score the detections: hits, misses (FRR) and false accepts."""
+    import json
+    from pathlib import Path
+
+    from .kws_scoring import score
+
+    truth_p = Path(wav).with_suffix(".json")
+    if not truth_p.is_file():
+        return None
+    try:
+        truth = json.loads(truth_p.read_text())
+        events = [e for e in truth["events"] if e["end_s"] <= audio_s]   # --seconds may cut the stream short
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{truth_p}: not a truth file ({type(e).__name__}: {e})",
+                        hint="it needs {\"events\": [{\"label\", \"start_s\", \"end_s\"}...]} (edgeft data "
+                             "make-stream writes one); move it away to listen without scoring") from None
+    s = score(detections, events, audio_s)
+    fa_h = s["fa"] / s["negative_hours"] if s["negative_hours"] > 0 else float("nan")
+    frr = f"FRR {s['frr']:.3f} [95% CI {s['frr_ci95'][0]:.3f}, {s['frr_ci95'][1]:.3f}]" if s["positives"] else "FRR –"
+    return (f"scored against {truth_p.name}: {s['tp']}/{s['positives']} keywords detected, {frr}; {s['fa']} false "
+            f"accept(s) ({s['fa_wrong_label']} wrong label inside a keyword window) in {s['negative_hours'] * 60:.1f} "
+            f"min without keywords = {fa_h:.1f} FA/h (window {s['scoring']['window']}, MLPerf Tiny rules)")
 
 
 def _mic(det, seconds: float, show):

@@ -172,7 +172,7 @@ def rows(doc: dict) -> list[dict]:
             "p99_ub99": e2e.get("p99_ub99"), "infer_p50": inf.get("p50"),
             "compute_p50": (lat.get("compute") or {}).get("p50"),
             "sps": (a.get("throughput") or {}).get("throughput_sps"),
-            "speedup": vs.get("speedup_p50"), "speedup_rng": vs.get("p50_ratio"),
+            "speedup": vs.get("speedup_p50") or vs.get("throughput_ratio"), "speedup_rng": vs.get("p50_ratio"),
             "mb": a.get("bytes", 0) / 1e6 if a.get("bytes") else None,
             "gmacs": (a.get("roofline") or {}).get("achieved_gmacs"),
             "pct_peak": (a.get("roofline") or {}).get("pct_of_peak"),
@@ -204,15 +204,21 @@ def _speed(r) -> str:
 def markdown(docs: list[dict], title: str | None = None) -> str:
     lines = []
     multi = len({d["device"].get("cpu_model") for d in docs}) > 1 or len(docs) > 1
-    for d in docs:
+    if len(docs) > 1:   # several files: each keeps its own reference row, profile and machine, said per file
+        lines.append(f"### {title or 'edgeft report'}: {len(docs)} results, scenario {docs[0]['scenario']['name']}; "
+                     f"speedups are within each file, against that file's reference (#N)")
+        lines += [_doc_line(i + 1, d) for i, d in enumerate(docs)]
+        lines.append("")
+    for d in docs if len(docs) == 1 else []:
         scen = d["scenario"]["name"]
         lines.append(f"### {title or 'edgeft bench'}: {scen}, profile {d['profile']} — {d['device'].get('cpu_model')} "
                      f"({d['device'].get('cores_logical')} cores), {d['settings'].get('threads')} thread(s)")
-        lines.append(f"data {d['data']['name']} (n={d['data']['n']}); valid: {'YES' if d['validity']['valid'] else 'NO'};"
+        lim = (d.get("data") or {}).get("limited_by")
+        lines.append(f"data {d['data']['name']} (n={d['data']['n']}{f', accuracy bounded by {lim}' if lim else ''}); valid: {'YES' if d['validity']['valid'] else 'NO'};"
                      f" run {d['run_id']}; percentiles nearest-rank; latency in ms")
         lines.append("")
         break
-    cols = ["device"] if multi else []
+    cols = (["#"] if len(docs) > 1 else []) + (["device"] if multi else [])
     cam = any(a.get("camera") for d in docs for a in d["artifacts"])
     aud = any(a.get("audio") for d in docs for a in d["artifacts"])
     from ..tasks.base import metric_name
@@ -227,10 +233,10 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
     head += ["speedup vs ref [range]", "MB", "GMAC/s (% peak)", "valid"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
-    for d in docs:
+    for di, d in enumerate(docs):
         for r in rows(d):
             ci = r["top1_ci"]
-            cells = ([r["device"]] if multi else []) + [
+            cells = ([f"#{di + 1}"] if len(docs) > 1 else []) + ([r["device"]] if multi else []) + [
                 r["artifact"], r["format"],
                 f"{r['top1']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if r["top1"] is not None and ci else _f(r["top1"], 4),
                 "–" if r["reference"] else _f(r["d_top1"], 2)]
@@ -245,7 +251,7 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
                           _f(100 * r["miss_rate"], 2) if r.get("miss_rate") is not None else "–", _f(r.get("fps"), 1)]
             else:
                 cells += [_f(r["sps"], 1)]
-            cells += [_speed(r), _f(r["mb"], 2),
+            cells += [_speed(r).replace("(ref)", f"(ref #{di + 1})") if len(docs) > 1 else _speed(r), _f(r["mb"], 2),
                       (f"{r['gmacs']:.1f} ({r['pct_peak']:.0f}%)" if r["pct_peak"] is not None else f"{r['gmacs']:.1f}")
                       if r["gmacs"] is not None else "–", "yes" if r["valid"] else "NO"]
             lines.append("| " + " | ".join(cells) + " |")
@@ -287,7 +293,23 @@ def merge(paths) -> list[dict]:
     if len(metrics) > 1:
         raise DataError(f"cannot merge results of different tasks (metrics {', '.join(sorted(metrics))})",
                         hint="merge results of one task at a time")
+    data = {(d.get("data") or {}).get("sha256") for d in docs}
+    if len(data) > 1:
+        shown = "; ".join(f"{p}: {(d.get('data') or {}).get('name')} (n={(d.get('data') or {}).get('n')})"
+                          for p, d in zip(paths, docs))
+        raise DataError(f"cannot merge results measured on different data ({shown}): their accuracy and "
+                        f"accuracy deltas are not comparable", hint="bench every machine with the same --data "
+                                                                    "(and --data-limit / profile)")
     return docs
+
+
+def _doc_line(i: int, d: dict) -> str:
+    """One merged file's context: what its "(ref)" row is, on which machine, under which profile."""
+    dv = d["device"]
+    return (f"- #{i}: profile {d.get('profile')}, {dv.get('cpu_model')} ({dv.get('cores_logical')} cores), "
+            f"{(d.get('settings') or {}).get('threads')} thread(s); reference {d.get('reference')}; data "
+            f"{(d.get('data') or {}).get('name')} (n={(d.get('data') or {}).get('n')}); run {d['run_id']}; valid: "
+            f"{'YES' if d['validity']['valid'] else 'NO'}")
 
 
 # ------------------------------------------------------------------------------------------- plots
@@ -303,35 +325,38 @@ def plots(doc: dict, out_dir: str | Path) -> list[Path]:
     made = []
     arts = doc["artifacts"]
     dev = doc["device"].get("cpu_model", "")
-    # 1) accuracy vs p50 latency (Pareto)
-    def metric(a):
-        acc = a.get("accuracy", {})
-        return acc.get(acc.get("metric", "top1"))
-
-    pts = [(a["latency"]["e2e"]["p50"], metric(a), a["name"]) for a in arts
-           if a.get("latency", {}).get("e2e") and metric(a) is not None]
+    # 1) accuracy vs p50 latency (Pareto), with each point's uncertainty: the metric's 95% CI (vertical) and the
+    # range of the interleaved rounds' p50 (horizontal). A point is on the front only if no other point is better
+    # on both axes; front points whose boxes overlap another front point's are not distinguishable (hollow, "≈").
+    pts = [_pareto_point(a) for a in arts]
+    pts = [p for p in pts if p is not None]
     if pts:
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-        xs, ys, names = zip(*pts)
-        ax.scatter(xs, ys, s=40, zorder=3)
-        for x, y, n in pts:
-            ax.annotate(n, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        front = sorted(pts)
-        best, px, py = -1, [], []
-        for x, y, _ in front:
-            if y > best:
-                best = y
-                px.append(x)
-                py.append(y)
-        ax.step(px, py, where="post", color="tab:red", alpha=0.6, label="Pareto front")
-        ax.set_xscale("log")
-        ax.set_xlabel("end-to-end p50 latency (ms, log)")
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+        front = pareto_front(pts)
+        tied = indistinguishable(front, pts)
+        for i, p in enumerate(pts):
+            on, same = p["name"] in front, p["name"] in tied
+            ax.errorbar(p["x"], p["y"], xerr=[[p["x"] - p["x_lo"]], [p["x_hi"] - p["x"]]],
+                        yerr=[[p["y"] - p["y_lo"]], [p["y_hi"] - p["y"]]], fmt="o", ms=6, capsize=3, lw=1,
+                        color="tab:red" if on else "tab:blue", mfc="white" if same else None, zorder=3)
+            ax.annotate(p["name"] + (" ≈" if same else ""), (p["x"], p["y"]), textcoords="offset points",
+                        xytext=(6, 6 if i % 2 == 0 else -11), fontsize=7)
+        fx = sorted((p["x"], p["y"]) for p in pts if p["name"] in front)
+        ax.step([x for x, _ in fx], [y for _, y in fx], where="post", color="tab:red", alpha=0.5, ls="--", lw=1)
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color="tab:red", marker="o", ls="--", label="Pareto front"),
+                   Line2D([], [], color="tab:blue", marker="o", ls="", label="dominated"),
+                   Line2D([], [], color="tab:red", marker="o", mfc="white", ls="",
+                          label="≈ front points not distinguishable (error boxes overlap)")]
+        ax.legend(handles=handles, fontsize=7, loc="lower right")
+        _log_axis(ax.xaxis, [v for p in pts for v in (p["x_lo"], p["x_hi"])])
+        ax.set_xlabel("end-to-end p50 latency (ms, log); bars: range of the interleaved rounds' p50")
         from ..tasks.base import metric_name
 
-        ax.set_ylabel(metric_name(arts[0].get("accuracy", {}).get("metric", "top1")))
+        ax.set_ylabel(metric_name(arts[0].get("accuracy", {}).get("metric", "top1")) + " (bars: 95% CI)")
         ax.set_title(f"accuracy vs latency — {dev}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
         fig.tight_layout()
         made.append(_save(fig, out_dir / "pareto.png"))
         plt.close(fig)
@@ -342,7 +367,7 @@ def plots(doc: dict, out_dir: str | Path) -> list[Path]:
         for name, v in raw.items():
             v = np.sort(np.asarray(v))
             ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=name, lw=1.2)
-        ax.set_xscale("log")
+        _log_axis(ax.xaxis, [x for v in raw.values() for x in (min(v), max(v))] if raw else [1])
         ax.set_xlabel("end-to-end latency (ms, log)")
         ax.set_ylabel("fraction of samples ≤ x")
         ax.axhline(0.99, color="grey", lw=0.6, ls="--")
@@ -361,10 +386,17 @@ def plots(doc: dict, out_dir: str | Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(9, 3.5), dpi=110)
         t, lat, dropped = np.asarray(tl["t"]), np.asarray(tl["e2e"]), np.asarray(tl["dropped_t"])
         ax.plot(t, lat, lw=0.6, label="e2e latency of processed frames")
-        if len(dropped):
-            ax.scatter(dropped, np.full(len(dropped), max(lat.max() if len(lat) else 1, 1) * 1.05), marker="|",
-                       color="tab:red", label=f"dropped frames ({len(dropped)})")
         ax.axhline(a["camera"]["deadline_ms"], color="grey", ls="--", lw=0.8, label="deadline")
+        if len(dropped):   # drops as a rate per time bin (single markers merge into a solid bar at high rates)
+            span = max(float(t.max()) if len(t) else 0.0, float(dropped.max()), 1e-3)
+            nb = int(min(60, max(5, span)))
+            h, edges = np.histogram(dropped, bins=nb, range=(0, span))
+            ax2 = ax.twinx()
+            ax2.step(edges[:-1], h / (span / nb), where="post", color="tab:red", lw=1,
+                     label=f"dropped frames per s ({len(dropped)} in all)")
+            ax2.set_ylabel("dropped frames / s", color="tab:red")
+            ax2.set_ylim(bottom=0)
+            ax2.legend(fontsize=7, loc="upper left")
         ax.set_xlabel("scheduled capture time (s)")
         ax.set_ylabel("ms")
         ax.set_title(f"camera timeline — {a['name']} @ {doc['scenario'].get('fps')} fps, {dev}", fontsize=9)
@@ -382,12 +414,71 @@ def plots(doc: dict, out_dir: str | Path) -> list[Path]:
         ax.set_xlabel("false accepts per hour")
         ax.set_ylabel("false reject rate")
         ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(left=0)     # FA/h is never negative (symlog would show an empty negative side)
+        ax.set_ylim(bottom=0)
         ax.set_title(f"DET sweep — {a['name']}", fontsize=9)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         made.append(_save(fig, out_dir / f"det_{_safe(a['name'])}.png"))
         plt.close(fig)
     return made
+
+
+def _pareto_point(a: dict) -> dict | None:
+    acc = a.get("accuracy", {})
+    m = acc.get("metric", "top1")
+    e2e = (a.get("latency") or {}).get("e2e") or {}
+    if acc.get(m) is None or e2e.get("p50") is None:
+        return None
+    ci = acc.get(f"{m}_ci95") or [acc[m], acc[m]]
+    rounds = [w["e2e"]["p50"] for w in a.get("windows") or [] if (w.get("e2e") or {}).get("p50") is not None]
+    x = float(e2e["p50"])
+    return {"name": a["name"], "x": x, "y": float(acc[m]), "y_lo": float(min(ci[0], acc[m])),
+            "y_hi": float(max(ci[1], acc[m])), "x_lo": min([x] + rounds), "x_hi": max([x] + rounds)}
+
+
+def pareto_front(pts: list[dict]) -> set[str]:
+    """Names of the points no other point beats on both axes (lower latency, higher metric; ties allowed)."""
+    out = set()
+    for p in pts:
+        if not any(q is not p and q["x"] <= p["x"] and q["y"] >= p["y"] and (q["x"] < p["x"] or q["y"] > p["y"])
+                   for q in pts):
+            out.add(p["name"])
+    return out
+
+
+def indistinguishable(front: set[str], pts: list[dict]) -> set[str]:
+    """Front points whose error box (p50 range x metric CI) overlaps another front point's: the data cannot tell
+    them apart, so the front's order between them is noise."""
+    pts = [p for p in pts if p["name"] in front]
+    out = set()
+    for p in pts:
+        for q in pts:
+            if q is p:
+                continue
+            if p["x_lo"] <= q["x_hi"] and q["x_lo"] <= p["x_hi"] and p["y_lo"] <= q["y_hi"] and q["y_lo"] <= p["y_hi"]:
+                out |= {p["name"], q["name"]}
+    return out
+
+
+def _log_axis(axis, values) -> None:
+    """A log axis with a few plain-number ticks (1, 2, 5 x 10^k) and no minor labels: matplotlib's default labels
+    every minor tick when the range is under a decade, and they overlap."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
+    v = [x for x in values if x and x > 0]
+    lo, hi = (min(v), max(v)) if v else (1.0, 10.0)
+    span = hi / lo if lo > 0 else 10
+    subs = (1.0, 2.0, 5.0) if span < 30 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+    if span < 2:   # a narrow range: pad it so at least two ticks show
+        if axis.axis_name == "x":
+            axis.axes.set_xlim(lo / 1.5, hi * 1.5)
+        else:
+            axis.axes.set_ylim(lo / 1.5, hi * 1.5)
 
 
 def _safe(s: str) -> str:

@@ -66,7 +66,9 @@ def assemble(ctx, scenario, rows: list[dict]) -> dict:
         "scenario": scenario.header(ctx), "settings": settings,
         "device": fingerprint(), "software": {**versions(), "torch_imported": "torch" in sys.modules},
         "roofline": peak,
-        "data": {"name": s.name, "n": len(s), "sha256": s.sha256, "skipped_unreadable": len(s.skipped),
+        "data": {"name": s.name, "n": len(s), "limited_by": getattr(s, "limited_by", None) or (
+                     f"--data-limit {cfg.data_limit}" if cfg.data_limit else None),
+                 "sha256": s.sha256, "skipped_unreadable": len(s.skipped),
                  "skipped_examples": s.skipped[:10]} if s is not None else None,
         "artifacts": entries, "reference": ref["name"],
         "memory": {"process_peak_rss_bytes": peak_rss_bytes()},

@@ -22,10 +22,12 @@ class Profile:
     window_count: int
     windows: int
     rewarm_iters: int = 5       # discarded iterations before each interleaved block (caches of the other runner)
+    accuracy_limit: int | None = None   # the accuracy pass reads at most this many samples (None: all of --data)
 
 
 PROFILES = {
-    "smoke": Profile("smoke", 0.5, 10, 2.0, 64, 1),
+    # smoke: a seconds-long check that everything runs (CI); its accuracy pass is bounded too (the table says so)
+    "smoke": Profile("smoke", 0.5, 10, 2.0, 64, 1, accuracy_limit=1000),
     # quick: dev's statistics bounded for slow models (a 70 ms detector would need 6 min per dev row): 3 windows of
     # >= 3 s and >= 100 samples each
     "quick": Profile("quick", 1.0, 10, 3.0, 100, 3),

@@ -29,7 +29,7 @@ from ..targets import bundle_target, check_precision, qat_target_name
 from ..targets import resolve as resolve_target
 from ..utils.env import versions
 from ..utils.io import sha256_file
-from ..utils.log import info, result
+from ..utils.log import info, result, step
 from .calib import calibration_batches
 from .parity import judge, parity_report, streaming_parity
 
@@ -49,7 +49,18 @@ def read_run_desc(run: Path) -> dict:
         from ..rundir import open_run
 
         open_run(run)  # raises the precise error
-    return json.loads(p.read_text())
+    desc = json.loads(p.read_text())
+    if desc.get("qat"):
+        from ..rundir import RunDir
+
+        m = RunDir(run).read_metrics()
+        state = m.get("status")
+        if state not in ("complete", "failed_gate") or not (Path(run) / desc["qat"]["onnx"]).is_file():
+            why = f" ({m['status_reason']})" if m.get("status_reason") else ""
+            raise RunError(f"{str(run)!r} is an unfinished QAT run (status: {state or 'unknown'}{why}); its Q/DQ "
+                           f"graph is not the trained model", hint=f"re-run `edgeft qat {desc['qat']['parent']['run']}"
+                                                                   f" --out {run}` (add --resume to continue)")
+    return desc
 
 
 def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", calib_data: str | None = None,
@@ -145,7 +156,8 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
     parity_samples = parity_samples or recipe.export.parity_samples
     max_drop = max_drop if max_drop is not None else recipe.export.max_drop
     opset = opset or recipe.export.opset
-    data = task.load_data(recipe)
+    with step(f"loading {recipe.data.source} (val split)"):
+        data = task.load_data(recipe)
     tmp = writer.tmp
     onnx_tmp = tmp / ".export.onnx"
     if desc.get("qat"):
@@ -153,19 +165,22 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
         onnx_tmp.write_bytes(src.read_bytes())
         exp = {"exporter": desc["qat"].get("exporter", "torchscript (legacy)"), "opset": desc["qat"].get("opset"),
                "note": "QAT Q/DQ graph exported by `edgeft qat`; consumed without re-quantizing"}
-        ref_model = _qat_reference(rd, desc)
+        with step("rebuilding the QAT run's fake-quant PyTorch model (the parity reference)"):
+            ref_model = _qat_reference(rd, desc)
     else:
-        exp = export_onnx(model, task.example_input(recipe, 2), onnx_tmp, opset, labels=labels,
-                          preprocess=task.preprocess_spec(recipe), task=recipe.task, io_spec=spec)
+        with step(f"exporting ONNX (opset {opset})"):
+            exp = export_onnx(model, task.example_input(recipe, 2), onnx_tmp, opset, labels=labels,
+                              preprocess=task.preprocess_spec(recipe), task=recipe.task, io_spec=spec)
         ref_model = model
     onnx_sha = sha256_file(onnx_tmp)
     calib, calib_meta = None, None
     if precision == "int8" and not desc.get("qat"):
-        calib, calib_meta = calibration_batches(task, recipe, data, calib_data, calib_size)
+        with step(f"reading {calib_size} calibration samples"):
+            calib, calib_meta = calibration_batches(task, recipe, data, calib_data, calib_size)
     cfg = BuildConfig(format=fmt, precision=Precision(precision), target=tgt, calib=calib,
                       from_qat=bool(desc.get("qat")), qat_quantization=(desc.get("qat") or {}).get("quantization"))
-    info(f"building {fmt}/{precision} ...")
-    built = backend.build(onnx_tmp, tmp, cfg)
+    with step(f"building {fmt}/{precision}" + (" (quantizing)" if calib is not None else "")):
+        built = backend.build(onnx_tmp, tmp, cfg)
     built["model_files"].update(task.bundle_files(recipe, model, tmp))
     if fmt in ("onnx", "tensorrt") and not (tmp / "model.onnx").exists():
         onnx_tmp.rename(tmp / "model.onnx")
@@ -197,8 +212,9 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
     if stream_meta:
         manifest["streaming_model"] = stream_meta
     # parity + accuracy, through the same runtime a device uses
-    manifest["parity"] = parity_report(tmp, manifest, ref_model, model, task, recipe, data, precision,
-                                       parity_samples, ref_cache=rd.path / "parity_reference.json")
+    with step(f"parity against PyTorch on {min(parity_samples, len(data.val))} val samples, and val accuracy"):
+        manifest["parity"] = parity_report(tmp, manifest, ref_model, model, task, recipe, data, precision,
+                                           parity_samples, ref_cache=rd.path / "parity_reference.json")
     if stream_meta:
         manifest["parity"]["streaming"] = streaming_parity(tmp, manifest, model, task, recipe, data)
     status, reason = judge(task, manifest["parity"], precision, max_drop)

@@ -26,10 +26,11 @@ def parity_report(bundle_dir: Path, manifest: dict, ref_model, fp32_model, task,
     runner_cls, how = parity_runner(manifest)
     with runner_cls(bundle_dir, manifest) as runner:
         got = _concat([runner.infer(_slice(feeds, s, batch)) for s in range(0, len(idx), batch)])
-        acc_art = split_metric(runner.infer, task, recipe, val, batch, dev, len(manifest["labels"]))
+        acc_art = split_metric(runner.infer, task, recipe, val, batch, dev, len(manifest["labels"]),
+                               label=f"accuracy of the {manifest['format']}/{manifest['precision']} bundle")
     acc_ref = _cached(ref_cache, f"{manifest['source']['model_sha256']}-{recipe.hash()}-val-{len(val)}",
                       lambda: split_metric(lambda f: task.torch_outputs(fp32_model, f), task, recipe, val, batch, dev,
-                                           len(manifest["labels"])))
+                                           len(manifest["labels"]), label="accuracy of PyTorch FP32"))
     m = dev.metric
     return {
         "samples": int(len(idx)), "split": "val",
@@ -69,15 +70,22 @@ def _concat(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def split_metric(infer, task, recipe, split, batch: int, dev=None, n_classes: int | None = None) -> dict:
+def split_metric(infer, task, recipe, split, batch: int, dev=None, n_classes: int | None = None,
+                 label: str = "accuracy") -> dict:
     """The task's metric over a whole split, from ``infer(feeds) -> outputs`` (artifact or PyTorch)."""
+    from ..utils.log import progress
+
     acc = (dev or task.device).accumulator(n_classes)
     n = len(split)
-    for s in range(0, n, 256):
-        idx = np.arange(s, min(s + 256, n))
-        feeds = task.eval_inputs(split, recipe, idx)
-        out = _concat([infer(_slice(feeds, i, batch)) for i in range(0, len(idx), batch)])
-        acc.update(out, split.targets[idx])
+    with progress() as prog:
+        bar = prog.add_task(f"{label} on the val split", total=n, status="")
+        for s in range(0, n, 256):
+            idx = np.arange(s, min(s + 256, n))
+            feeds = task.eval_inputs(split, recipe, idx)
+            out = _concat([infer(_slice(feeds, i, batch)) for i in range(0, len(idx), batch)])
+            acc.update(out, split.targets[idx])
+            prog.update(bar, advance=len(idx))
+        prog.remove_task(bar)
     return acc.result()
 
 

@@ -24,6 +24,7 @@ class Samples:
     raw: Callable[[int], Any]
     sha256: str = ""
     skipped: list = field(default_factory=list)    # unreadable files left out (name and why)
+    limited_by: str | None = None                  # why only part of --data is read (e.g. the smoke profile)
 
     def __len__(self) -> int:
         return int(len(self.targets))

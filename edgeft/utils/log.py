@@ -64,11 +64,77 @@ class _NullProgress:
         pass
 
 
+class _LineProgress:
+    """Progress as plain lines for logs and CI (stderr is not a terminal): one line when a task has run for a few
+    seconds, then at most one every ``every`` seconds, and a last one when it ends; nothing for short tasks."""
+
+    def __init__(self, every: float = 10.0, first: float = 3.0):
+        import time
+
+        self._now = time.monotonic
+        self.every, self.first = every, first
+        self.tasks: dict[int, dict] = {}
+
+    def add_task(self, description: str, total=None, **fields) -> int:
+        i = len(self.tasks) + 1
+        self.tasks[i] = {"desc": description, "total": total, "done": 0, "status": fields.get("status", ""),
+                         "t0": self._now(), "last": None}
+        return i
+
+    def _line(self, t: dict, final: bool = False) -> None:
+        el = self._now() - t["t0"]
+        of = f"/{t['total']}" if t["total"] else ""
+        pct = f" ({100 * t['done'] / t['total']:.0f}%)" if t["total"] else ""
+        st = f"  {t['status']}" if t["status"] else ""
+        err.print(f"{t['desc']}: {t['done']}{of}{pct}{st}  {el:.0f}s{' done' if final else ''}", markup=False)
+        t["last"] = self._now()
+
+    def update(self, i: int, advance: float = 0, completed=None, status=None, **_k) -> None:
+        t = self.tasks.get(i)
+        if t is None:
+            return
+        t["done"] = completed if completed is not None else t["done"] + advance
+        if status is not None:
+            t["status"] = status
+        now = self._now()
+        if (t["last"] is None and now - t["t0"] >= self.first) or (t["last"] is not None and now - t["last"] >= self.every):
+            self._line(t)
+
+    def advance(self, i: int, advance: float = 1) -> None:
+        self.update(i, advance=advance)
+
+    def remove_task(self, i: int) -> None:
+        t = self.tasks.pop(i, None)
+        if t is not None and t["last"] is not None:   # it printed progress: say it finished
+            self._line(t, final=True)
+
+
+@contextlib.contextmanager
+def step(label: str, min_s: float = 2.0) -> Iterator[None]:
+    """A step of a command: "label ..." before it, "label: N s" after it when it took longer than ``min_s``, so a
+    long silent step is never mistaken for a hang (plain lines, terminal or not; nothing with --quiet)."""
+    import time
+
+    info(f"{label} ...")
+    t0 = time.perf_counter()
+    yield
+    dt = time.perf_counter() - t0
+    if dt >= min_s:
+        info(f"{label}: done in {dt:.0f} s")
+
+
 @contextlib.contextmanager
 def progress(transient: bool = True) -> Iterator:
-    """A rich Progress (or a no-op one when quiet / not a terminal and EDGEFT_PROGRESS unset)."""
-    if _state["quiet"] or (not err.is_terminal and not os.environ.get("EDGEFT_PROGRESS")):
+    """A rich Progress on a terminal; plain progress lines otherwise (logs, CI; see :class:`_LineProgress`);
+    a no-op one with --quiet."""
+    if _state["quiet"]:
         yield _NullProgress()
+        return
+    if not err.is_terminal and not os.environ.get("EDGEFT_PROGRESS"):
+        lp = _LineProgress()
+        yield lp
+        for i in list(lp.tasks):
+            lp.remove_task(i)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -15,6 +15,7 @@ SCENARIOS: dict[str, str] = {
     "offline": "edgeft.bench.scenarios.single_stream:Offline",
     "camera": "edgeft.bench.scenarios.camera:Camera",
     "audio_stream": "edgeft.bench.scenarios.audio_stream:AudioStream",
+    "throughput": "edgeft.bench.scenarios.throughput:Throughput",
 }
 
 
