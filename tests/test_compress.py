@@ -26,6 +26,10 @@ def test_prune_save_load_export_round_trip(pruned, tiny_run, tmp_path):
     out, m = pruned
     assert m["after"]["params"] < m["before"]["params"] and m["macs_ratio"] < 0.6
     assert m["before"]["latency_ms_ort"] > 0 and m["after"]["latency_ms_ort"] > 0
+    # timed in 5 interleaved rounds (parent and pruned model alike): the speedup comes with its range
+    sp = m["latency_speedup_ort_range"]
+    assert sp["rounds"] == 5 and sp["min"] <= sp["median"] <= sp["max"] and len(m["after"]["latency_rounds_ms_ort"]) == 5
+    assert m["latency_speedup_ort"] == sp["median"] and m["target_latency_met"] is None
     desc = json.loads((out / "model.json").read_text())
     assert desc["pruned"]["ratio"] == 0.5 and desc["pruned"]["iterative"] == 2
     assert desc["shapes"]["features.0"][0] == 8                         # 16 -> 8 channels, a multiple of 8

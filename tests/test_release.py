@@ -276,3 +276,21 @@ def test_camera_saves_the_annotated_video_and_json_lines(cli, ort_bundle, tmp_pa
     assert not list(tmp_path.glob(".out.tmp-*")) and not list(tmp_path.glob(".frames.tmp-*"))
     r = cli("camera", ort_bundle, "--source", vid, "--duration", 1, "--no-display", "--save", tmp_path / "out.gif")
     assert r.code == 2 and "--save" in r.err and ".mp4" in r.err
+
+
+def test_pareto_front_and_indistinguishable_points():
+    from edgeft.bench.report import indistinguishable, pareto_front
+
+    def pt(name, x, lo, hi, y, ylo, yhi):
+        return {"name": name, "x": x, "x_lo": lo, "x_hi": hi, "y": y, "y_lo": ylo, "y_hi": yhi}
+
+    pts = [pt("int8", 0.28, 0.20, 0.31, 0.592, 0.570, 0.613),     # faster, accuracy within the others' CI
+           pt("ov32", 0.42, 0.35, 0.59, 0.599, 0.577, 0.620),
+           pt("ort32", 0.43, 0.39, 0.46, 0.599, 0.577, 0.620),     # same as ov32 on both axes, a hair slower
+           pt("torch", 5.0, 4.8, 5.1, 0.599, 0.577, 0.620),
+           pt("big", 9.0, 8.9, 9.1, 0.700, 0.690, 0.710)]          # slower but clearly more accurate
+    front = pareto_front(pts)
+    assert front == {"int8", "ov32", "big"}
+    tied = indistinguishable(front, pts)
+    # int8 vs ov32: accuracy CIs overlap (the front's step is noise); ort32 sits inside ov32's box; big's step is real
+    assert tied == {"int8", "ov32", "ort32"}

@@ -347,8 +347,8 @@ def plots(doc: dict, out_dir: str | Path) -> list[Path]:
 
         handles = [Line2D([], [], color="tab:red", marker="o", ls="--", label="Pareto front"),
                    Line2D([], [], color="tab:blue", marker="o", ls="", label="dominated"),
-                   Line2D([], [], color="tab:red", marker="o", mfc="white", ls="",
-                          label="≈ front points not distinguishable (error boxes overlap)")]
+                   Line2D([], [], color="grey", marker="o", mfc="white", ls="",
+                          label="≈ not distinguishable from a neighbour (bars overlap)")]
         ax.legend(handles=handles, fontsize=7, loc="lower right")
         _log_axis(ax.xaxis, [v for p in pts for v in (p["x_lo"], p["x_hi"])])
         ax.set_xlabel("end-to-end p50 latency (ms, log); bars: range of the interleaved rounds' p50")
@@ -448,16 +448,26 @@ def pareto_front(pts: list[dict]) -> set[str]:
 
 
 def indistinguishable(front: set[str], pts: list[dict]) -> set[str]:
-    """Front points whose error box (p50 range x metric CI) overlaps another front point's: the data cannot tell
-    them apart, so the front's order between them is noise."""
-    pts = [p for p in pts if p["name"] in front]
+    """Points the data cannot tell apart from a neighbour, so the front's order between them is noise:
+
+    - any point whose error box (p50 range x metric CI) overlaps a front point's box (the same on both axes);
+    - neighbouring front points whose trade-off is not shown: the faster one is not distinguishably faster (the
+      round ranges overlap) or the more accurate one not distinguishably more accurate (the CIs overlap)."""
+    def x_ov(p, q):
+        return p["x_lo"] <= q["x_hi"] and q["x_lo"] <= p["x_hi"]
+
+    def y_ov(p, q):
+        return p["y_lo"] <= q["y_hi"] and q["y_lo"] <= p["y_hi"]
+
     out = set()
+    on = sorted((p for p in pts if p["name"] in front), key=lambda p: p["x"])
     for p in pts:
-        for q in pts:
-            if q is p:
-                continue
-            if p["x_lo"] <= q["x_hi"] and q["x_lo"] <= p["x_hi"] and p["y_lo"] <= q["y_hi"] and q["y_lo"] <= p["y_hi"]:
+        for q in on:
+            if q is not p and x_ov(p, q) and y_ov(p, q):
                 out |= {p["name"], q["name"]}
+    for p, q in zip(on, on[1:]):
+        if x_ov(p, q) or y_ov(p, q):
+            out |= {p["name"], q["name"]}
     return out
 
 
