@@ -437,7 +437,7 @@ def bench(
     artifacts: List[Path] = typer.Argument(None, help="bundles and/or run folders (a run = PyTorch FP32 reference)"),
     data: Optional[str] = typer.Option(None, "--data", help="folder of class sub-folders or built-in name[:split] "
                                        "(default: the model's built-in dataset, test split)"),
-    scenario: str = typer.Option("single_stream", "--scenario", help=" | ".join(_scenarios())),
+    scenario: str = typer.Option("single_stream", "--scenario", help=" | ".join(_scenarios() + ["server"])),
     profile: str = typer.Option("dev", "--profile", help="smoke (CI, ~3 s/artifact) | quick (3 x 3 s, >= 300 samples) | dev (5 x 10 s, >= 5 x 1024) | report (5 x 120 s)"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="threads for every backend (default: all cores)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="result folder (default runs/bench/<run id>)"),
@@ -459,6 +459,12 @@ def bench(
     batches: str = typer.Option("1", "--batches", help="throughput: batch sizes to sweep, e.g. 1,4,8"),
     profile_layers: bool = typer.Option(False, "--profile-layers", help="also time each layer of every bundle "
                                         "(OpenVINO performance counters, ONNX Runtime profiler): layers_*.md"),
+    url: Optional[str] = typer.Option(None, "--url", help="server: the predict URL of `edgeft serve` "
+                                      "(http://HOST:PORT/v1/models/NAME/predict)"),
+    clients: int = typer.Option(8, "--clients", help="server: concurrent clients (closed loop)"),
+    qps: Optional[float] = typer.Option(None, "--qps", help="server: open loop, Poisson arrivals at this rate"),
+    latency_bound_ms: Optional[float] = typer.Option(None, "--latency-bound-ms", help="server: p99 bound to check"),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="server: file whose first key is sent"),
     allow_failed: bool = typer.Option(False, "--allow-failed", help="include bundles marked failed by a gate"),
     allow_dvfs: bool = typer.Option(False, "--allow-dvfs", help="allow --profile report without the performance governor"),
     device: Optional[List[str]] = typer.Option(None, "--device", help="run on a device over SSH: ssh://USER@HOST[:PORT] "
@@ -473,10 +479,14 @@ def bench(
 
 def _bench_body(artifacts, data, scenario, profile, threads, out, json_out, md_out, plots_dir, batch, data_limit, fps,
                 duration, handoff, source, deadline_ms, stream, replay, threshold, streams, batches, profile_layers,
-                allow_failed, allow_dvfs, device):
+                url, clients, qps, latency_bound_ms, api_key_file, allow_failed, allow_dvfs, device):
     from .bench.harness import BenchConfig, bench as run_bench
     from .bench.report import markdown, plots, save_json, save_markdown
     from .errors import DataError
+
+    if scenario == "server" or url is not None:
+        return _bench_server(artifacts, scenario, url, data, profile, clients, qps, duration, latency_bound_ms,
+                             api_key_file, out, json_out)
 
     if not artifacts:
         raise DataError("no artifacts given", hint="edgeft bench RUN_DIR BUNDLE_DIR... (see `edgeft bench --help`)")
@@ -538,6 +548,54 @@ def _raise_if_invalid(docs: list[dict], where: str) -> None:
                           f"{f' (+{len(bad) - 3} more)' if len(bad) > 3 else ''}; results kept at {where}",
                           hint="fix what the check names (e.g. a lower --fps, --threads matching the runtime), "
                                "or read the table above")
+
+
+def _bench_server(artifacts, scenario, url, data, profile, clients, qps, duration, latency_bound_ms, api_key_file,
+                  out, json_out) -> None:
+    """--scenario server: load on a running `edgeft serve` (MLPerf Server style), results written like a bench."""
+    import time as _time
+
+    from .bench.server_load import markdown, server_bench
+    from .bench.timing import PROFILES
+    from .errors import CheckFailed, UnsupportedError
+    from .serve import read_keys
+    from .utils.io import atomic_write_json, atomic_write_text
+
+    if scenario != "server":
+        raise UnsupportedError(f"--url with --scenario {scenario}: --url is for --scenario server",
+                               hint="add --scenario server")
+    if url is None:
+        raise UnsupportedError("--scenario server needs --url http://HOST:PORT/v1/models/NAME/predict",
+                               hint="start a server with `edgeft serve BUNDLE`; it prints the URL")
+    if artifacts:
+        raise UnsupportedError("--scenario server benches a running server: pass --url, not artifacts",
+                               hint="edgeft bench --scenario server --url URL")
+    if profile not in PROFILES:
+        raise UnsupportedError(f"unknown profile {profile!r}. Valid: {', '.join(PROFILES)}")
+    keys = read_keys(api_key_file, "--api-key-file") if api_key_file else []
+    o = out or Path("runs") / "bench" / (_time.strftime("%Y-%m-%dT%H%M%SZ", _time.gmtime()) + "-server")
+    for where in (o, json_out):
+        if where is not None:
+            _check_writable(where)
+    r = server_bench(url, data=data, profile=profile, clients=clients, qps=qps, duration=duration,
+                     latency_bound_ms=latency_bound_ms, api_key=keys[0] if keys else None)
+    from .utils.env import fingerprint
+
+    r["client_machine"] = fingerprint()
+    r["profile"] = profile
+    jp = json_out or o / "result.json"
+    atomic_write_json(jp, r)
+    atomic_write_text(o / "result.md", markdown(r))
+    log.result(markdown(r))
+    log.result(f"results: {jp}")
+    if r.get("bound_held") is False or r["ok"] == 0:
+        raise CheckFailed(f"server bench: {'no request succeeded' if r['ok'] == 0 else 'the p99 latency bound was missed'}"
+                          f" (p99 {r['latency_ms']['p99']} ms, errors {r['errors']}); results kept at {jp}",
+                          hint="lower --qps / --clients, or enable dynamic batching (edgeft serve --max-batch 8)")
+    log.next_step(f"edgeft bench --scenario server --url {nextsteps.q(url)} --qps "
+                  f"{max(1, int(r['throughput_rps'] * 0.8))} --latency-bound-ms "
+                  f"{max(1, int((r['latency_ms']['p99'] or 10) * 2))} --profile {profile}  (open loop at 80% of the "
+                  f"closed-loop throughput)")
 
 
 def _bench_devices(artifacts, cfg, devices, out, json_out, md_out) -> None:
@@ -727,6 +785,70 @@ def data_make_video(out: Path = typer.Argument(..., help="video file to write (.
     log.next_step(*make, f"edgeft camera {nextsteps.q(b)} --source {nextsteps.q(out)} --duration 10",
                   f"edgeft bench {nextsteps.q(b)} --scenario camera --source {nextsteps.q(out)} --fps {fps:g} "
                   f"--profile quick")
+
+
+# --------------------------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    bundles: List[str] = typer.Argument(None, help="bundle folders, or NAME=BUNDLE (served as version 1)"),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="model repository: REPO/NAME/VERSION/ bundles (Triton's "
+                                        "layout); versions can be swapped and rolled back at run time"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
+    port: int = typer.Option(8000, "--port"),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="keys for predict/models/metrics, "
+                                                "one per line (>= 16 characters)"),
+    admin_key_file: Optional[Path] = typer.Option(None, "--admin-key-file", help="keys for /v1/admin (load, "
+                                                  "rollback, rescan); admin is off without it"),
+    max_batch: int = typer.Option(1, "--max-batch", help="dynamic batching: samples per inference (1 = off)"),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="dynamic batching: longest wait for a batch to fill"),
+    max_body_mb: float = typer.Option(8.0, "--max-body-mb", help="largest request body (413 above)"),
+    timeout_ms: float = typer.Option(5000.0, "--timeout-ms", help="per-request inference timeout (504 after)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="runtime threads per model"),
+    allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated", help="bind beyond 127.0.0.1 "
+                                               "without API keys (a trusted network only)"),
+    trust: Optional[List[Path]] = TrustOpt,
+):
+    """Serve bundles over HTTP (FastAPI): edgeft serve runs/r18/bundles/openvino-int8 --port 8000"""
+    from .serve import serve as run_serve
+
+    def ready(reg):
+        names = ", ".join(f"{n} (v{reg.active[n]})" for n in sorted(reg.active))
+        first = sorted(reg.active)[0]
+        shown = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
+        log.result(f"serving {names} at http://{shown}:{port} (Ctrl-C stops): GET /v1/models, POST "
+                   f"/v1/models/NAME/predict, /metrics, /healthz, /readyz"
+                   + (f"; dynamic batching up to {max_batch} within {max_wait_ms:g} ms" if max_batch > 1 else ""))
+        log.next_step(f"curl -s http://{shown}:{port}/v1/models"
+                      + ("  (add -H 'Authorization: Bearer KEY')" if api_key_file else ""),
+                      f"edgeft bench --scenario server --url http://{shown}:{port}/v1/models/{first}/predict "
+                      f"--profile quick" + ("  (add --api-key-file with your key file)" if api_key_file else ""))
+
+    with _trust(trust):
+        run_serve(bundles or [], repo=repo, host=host, port=port, api_key_file=api_key_file,
+                  admin_key_file=admin_key_file, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_mb=max_body_mb,
+                  timeout_ms=timeout_ms, threads=threads, allow_unauthenticated=allow_unauthenticated, on_ready=ready)
+
+
+@app.command("export-serving")
+def export_serving_cmd(
+    bundle: Path = typer.Argument(..., help="bundle folder (onnx, onnxruntime, openvino or tensorrt)"),
+    triton: Path = typer.Option(..., "--triton", help="model repository folder to write into"),
+    name: Optional[str] = typer.Option(None, "--name", help="model name (default: RUN-BUNDLE)"),
+    max_batch: int = typer.Option(8, "--max-batch", help="Triton max_batch_size and dynamic batching"),
+    max_delay_us: int = typer.Option(2000, "--max-delay-us", min=0, help="Triton dynamic batching queue delay"),
+    instances: int = typer.Option(1, "--instances", min=1, help="Triton instance_group count"),
+    ovms_base: str = typer.Option("/models", "--ovms-base", help="where DIR is mounted in the OVMS container"),
+):
+    """A bundle as a Triton Inference Server model repository (+ an OpenVINO Model Server config)."""
+    from .serve.triton import export_serving
+
+    r = export_serving(bundle, triton, name=name, max_batch=max_batch, max_delay_us=max_delay_us,
+                       instances=instances, ovms_base=ovms_base)
+    log.result(f"Triton model {r['model']} ({r['backend']} backend): {r['config']}, {', '.join(r['files'])}; OpenVINO "
+               f"Model Server config: {r['ovms_config']}")
+    d = nextsteps.q(Path(triton).resolve())
+    log.next_step(f"docker run --rm -p8000:8000 -v {d}:/models nvcr.io/nvidia/tritonserver:25.01-py3 tritonserver "
+                  f"--model-repository=/models  (on a machine with Docker)")
 
 
 # ----------------------------------------------------------------------------------------------- run
