@@ -91,10 +91,10 @@ def after_export(run: Path, bundle: Path) -> list[str]:
     task = run_task(bundle)
     ref = reference_run(run)
     if task == "kws":
-        make, wav = inputs_for(bundle, str(Path(bundle).parent))
+        make, wav = inputs_for(bundle, str(run))
         return make + [f"edgeft listen {q(bundle)} --source {q(wav)} --asfast",
                        f"edgeft bench {q(bundle)} --scenario audio_stream --profile quick"]
-    make, inp = inputs_for(bundle, str(Path(bundle).parent))
+    make, inp = inputs_for(bundle, str(run))
     cmds = make + ([f"edgeft predict {q(bundle)} {q(inp)}"] if inp else [])
     return cmds + [f"edgeft bench {q(ref)} {q(bundle)}{data_opt(run)} --profile quick"]
 
