@@ -171,10 +171,33 @@ def test_hostile_requests_get_json_4xx_and_the_server_stays_up(served):
         st, resp = srv.request(method, path, body, headers)
         assert st == status and resp["error"]["kind"] == kind and resp["error"]["message"], (what, st, resp)
         assert srv.alive(), what
+    # a 9000x9000 PNG of a few hundred KB (a decompression bomb): refused from its header, fast
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buf, format="PNG")
+    t = time.perf_counter()
+    st, resp = srv.request("POST", "/v1/models/tiny/predict", buf.getvalue(), {**AUTH, "Content-Type": "image/png"})
+    assert st == 400 and "pixels is over" in resp["error"]["message"] and time.perf_counter() - t < 3, resp
+    # a chunked body (no Content-Length) over the limit: 413, not 500
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    c.request("POST", "/v1/models/tiny/predict", body=(b"\0" * 65536 for _ in range(40)),
+              headers={**AUTH, "Content-Type": "image/png"}, encode_chunked=True)
+    r = c.getresponse()
+    assert r.status == 413 and json.loads(r.read())["error"]["kind"] == "payload_too_large"
+    c.close()
+    for body, ctype, what in (("[" * 100000, "application/json", "deep JSON"),
+                              (png, "image/png; charset=binary", None)):
+        st, resp = srv.request("POST", "/v1/models/tiny/predict?top_k=%C2%B2" if what is None else
+                               "/v1/models/tiny/predict", body, {**AUTH, "Content-Type": ctype})
+        assert st == 400 and resp["error"]["kind"] == "bad_input", (what, resp)
+        assert srv.alive()
     st, body = _predict(srv, "tiny", files[0])          # still serving, same answers
     assert st == 200
     st, text = srv.request("GET", "/metrics", None, AUTH)
-    assert st == 200 and 'edgeft_errors_total{kind="payload_too_large"} 1.0' in text
+    assert st == 200 and 'edgeft_errors_total{kind="payload_too_large"} 2.0' in text
     assert 'edgeft_requests_total{model="tiny",status="415",version="1"}' in text
     assert "edgeft_request_duration_seconds_bucket" in text and "edgeft_requests_in_flight" in text
 
@@ -214,6 +237,25 @@ def test_hot_swap_and_rollback_under_load_fail_no_request(served):
     assert body["active_version"] == "1"
 
 
+def test_json_batches_on_a_static_batch_one_model(served):
+    """OpenVINO compiled for batch 1 (no batching): a JSON body of several samples is run row by row."""
+    from edgeft import runtime
+
+    srv, repo, files, _ = served
+    admin = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+    with runtime.load(repo / "tiny" / "2") as model:
+        x = model.prepare(files[:3])["input"]
+        want = model.predict(files[:3], top_k=1)
+    st, body = srv.request("POST", "/v1/models/tiny/versions/2/predict?top_k=1", json.dumps({"inputs": x.tolist()}),
+                           {**AUTH, "Content-Type": "application/json"})
+    if st == 404:      # version 2 not loaded at this point of the module: load it, then go back to 1
+        assert srv.request("POST", "/v1/admin/models/tiny/load", json.dumps({"version": "2"}), admin)[0] == 200
+        st, body = srv.request("POST", "/v1/models/tiny/versions/2/predict?top_k=1",
+                               json.dumps({"inputs": x.tolist()}), {**AUTH, "Content-Type": "application/json"})
+        assert srv.request("POST", "/v1/admin/models/tiny/rollback", None, admin)[0] == 200
+    assert st == 200 and [p["top"][0]["label"] for p in body["predictions"]] == [w[0][0] for w in want], body
+
+
 def test_a_tampered_version_is_refused_and_the_active_one_keeps_serving(served):
     srv, repo, files, _ = served
     bad = repo / "tiny" / "3"
@@ -228,6 +270,17 @@ def test_a_tampered_version_is_refused_and_the_active_one_keeps_serving(served):
     assert st == 400 and "checksum" in body["error"]["message"], body
     assert _predict(srv, "tiny", files[0])[1]["version"] == "1"
     shutil.rmtree(bad)
+    # a new version found by a rescan, swapped in, then rolled back (its folder already gone: loaded versions
+    # are served from memory, the rollback target was kept loaded)
+    good = repo / "tiny" / "4"
+    shutil.copytree(repo / "tiny" / "1", good)
+    assert srv.request("POST", "/v1/admin/rescan", None, admin)[0] == 200
+    st, body = srv.request("POST", "/v1/admin/models/tiny/load", json.dumps({"version": "4"}), admin)
+    assert st == 200 and srv.request("GET", "/v1/models/tiny", None, AUTH)[1]["active_version"] == "4", body
+    shutil.rmtree(good)
+    assert _predict(srv, "tiny", files[0])[1]["version"] == "4"
+    st, body = srv.request("POST", "/v1/admin/models/tiny/rollback", None, admin)
+    assert st == 200 and body["active_version"] == "1" and _predict(srv, "tiny", files[0])[1]["version"] == "1"
 
 
 def test_dynamic_batching_forms_batches_and_changes_no_answer(tiny_run, served):
@@ -338,3 +391,25 @@ def test_serving_side_is_torch_free(served):
             "print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.stdout.strip().splitlines()[-1] == "False", r.stderr[-2000:]
+
+
+def test_registry_rollback_that_cannot_load_changes_nothing(served):
+    from edgeft.serve.registry import Registry
+
+    _, repo, _, _ = served
+    reg = Registry()
+    reg.sources = {"m": {"1": repo / "tiny" / "1", "2": repo / "tiny" / "2"}}
+    try:
+        reg.load("m", "1")
+        reg.load("m", "2")
+        assert reg.history["m"] == ["1", "2"] and set(reg.loaded["m"]) == {"1", "2"}
+
+        def broken(name, version):
+            raise OSError("disk gone")
+
+        reg._ensure_loaded = broken
+        with pytest.raises(OSError):
+            reg.rollback("m")
+        assert reg.active["m"] == "2" and reg.history["m"] == ["1", "2"]
+    finally:
+        reg.close()

@@ -94,9 +94,7 @@ def serve(bundles, *, repo=None, host: str = "127.0.0.1", port: int = 8000, api_
     reg = build(bundles, repo=repo, threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, trust=trust)
     app = create_app(reg, api_keys=keys, admin_keys=admin, max_body_bytes=int(max_body_mb * (1 << 20)),
                      timeout_s=timeout_ms / 1e3)
-    from .app import BodyLimit
-
-    wrapped = BodyLimit(app, int(max_body_mb * (1 << 20)), app.state.metrics)
+    wrapped = app
     if on_ready is not None:
         on_ready(reg)
     try:

@@ -102,7 +102,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    raise _TooLarge(self.limit)
             return msg
 
         async def snd(msg):
@@ -127,8 +127,12 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(ApiError):
+    """Raised from ``receive`` when a body without (or beyond) its Content-Length passes the limit: an ApiError,
+    so the app's own handler answers 413 (not Starlette's 500 for an unknown exception)."""
+
+    def __init__(self, limit: int = 0):
+        super().__init__(413, "payload_too_large", f"request body is over the limit of {limit} bytes")
 
 
 def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int = 8 << 20,
@@ -147,6 +151,8 @@ def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int 
     app = FastAPI(title="edgeft serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.registry = registry
     app.state.metrics = metrics
+    app.add_middleware(BodyLimit, limit=max_body_bytes, metrics=metrics)
+    decode_slots = asyncio.Semaphore(max(2, (os.cpu_count() or 2)))   # bounded decode memory and CPU
     for vers in registry.loaded.values():
         for v in vers.values():
             _hook_batch_metrics(v, metrics)
@@ -166,7 +172,10 @@ def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int 
         if not got:
             fail(401, "unauthorized", "missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
         g = got.encode()
-        if not any(hmac.compare_digest(g, k) for k in keys):
+        ok = False
+        for k in keys:                      # every key compared, whatever matched: no early exit to time
+            ok |= hmac.compare_digest(g, k)
+        if not ok:
             fail(403, "forbidden", f"the {what} key is not valid")
 
     @app.exception_handler(ApiError)
@@ -201,7 +210,8 @@ def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int 
     @app.get("/readyz")
     async def readyz():
         missing = [n for n in registry.sources if n not in registry.active]
-        body = {"ready": not missing, "models": {n: registry.active.get(n) for n in registry.sources}}
+        body = {"ready": not missing and bool(registry.active), "models": {n: registry.active.get(n)
+                                                                          for n in registry.sources}}
         return JSONResponse(body, status_code=200 if not missing else 503)
 
     @app.get("/metrics")
@@ -232,21 +242,29 @@ def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int 
             fail(404, "not_found", f"no loaded model {name!r}" + (f" version {version!r}" if version else "")
                  + "; GET /v1/models lists them")
         status = 500
+        fut = None
         metrics.inflight.inc()
         try:
-            raws_or_feeds, top_k = await _read_inputs(request, v, default_top_k)
             model = v.model
-            if isinstance(raws_or_feeds, dict):
-                feeds, sizes = raws_or_feeds, None
-            else:
-                feeds = await run_in_threadpool(model.preprocessor, raws_or_feeds)
-                sizes = [np.asarray(r).shape[1::-1] for r in raws_or_feeds]
-            fut = v.batcher.submit(feeds)
+            body, ctype, top_k = await _read_body(request, v, default_top_k)
+            deadline = t0 + timeout_s
+
+            def prepare():   # decode + preprocess: in the thread pool, bounded, inside the request's timeout
+                got = _decode(body, ctype, v)
+                if isinstance(got, dict):
+                    return got, None
+                return model.preprocessor(got), [np.asarray(r).shape[1::-1] for r in got]
+
             try:
-                y = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=timeout_s)
+                async with decode_slots:
+                    feeds, sizes = await asyncio.wait_for(run_in_threadpool(prepare),
+                                                          timeout=max(0.001, deadline - time.perf_counter()))
+                fut = v.batcher.submit(feeds)
+                y = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=max(0.001, deadline - time.perf_counter()))
             except asyncio.TimeoutError:
-                fut.cancel()
-                fail(504, "timeout", f"inference did not finish within {timeout_s * 1e3:.0f} ms")
+                if fut is not None:
+                    fut.cancel()
+                fail(504, "timeout", f"the request did not finish within {timeout_s * 1e3:.0f} ms")
             if getattr(model.task, "wants_input_sizes", False) and sizes is not None:
                 preds = model.task.predictions(y, model.labels, top_k, sizes=sizes)
             else:
@@ -263,7 +281,10 @@ def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int 
             metrics.requests.labels(name, v.version, str(status)).inc()
             if status == 200:
                 metrics.latency.labels(name, v.version).observe(time.perf_counter() - t0)
-            registry.release(v)
+            if fut is not None and not fut.done():       # still running in the worker: keep the version alive
+                fut.add_done_callback(lambda _f, v=v: registry.release(v))
+            else:
+                registry.release(v)
 
     @app.post("/v1/models/{name}/predict")
     async def predict(name: str, request: Request):
@@ -292,7 +313,6 @@ def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int 
         except Exception as e:  # noqa: BLE001 - a bad bundle is refused, the active version keeps serving
             fail(400, "bad_input", f"version {version!r} of {name!r} was not loaded: {e}"[:400])
         _hook_batch_metrics(v, metrics)
-        registry.unload_inactive(name)
         return {"model": name, "active_version": version, "load_ms": round((time.perf_counter() - t) * 1e3, 1),
                 "sha256": v.sha256}
 
@@ -304,6 +324,10 @@ def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int 
         except KeyError as e:
             fail(409 if name in registry.sources else 404, "bad_input" if name in registry.sources else "not_found",
                  str(e).strip("'\""))
+        except Exception as e:  # noqa: BLE001 - the earlier version cannot be loaded: nothing changed
+            fail(409, "bad_input", f"rollback of {name!r} failed, the active version is unchanged: {e}"[:400])
+        for vv in registry.loaded.get(name, {}).values():
+            _hook_batch_metrics(vv, metrics)
         return {"model": name, "active_version": prev}
 
     @app.post("/v1/admin/rescan")
@@ -312,6 +336,12 @@ def create_app(registry, *, api_keys=None, admin_keys=None, max_body_bytes: int 
         if registry.repo is None:
             fail(400, "bad_input", "no model repository: start the server with --repo DIR")
         found = await run_in_threadpool(registry.scan_repo, registry.repo)
+        for n in found:                 # a model new to the server is loaded now (readiness stays true)
+            if n not in registry.active:
+                try:
+                    _hook_batch_metrics(await run_in_threadpool(registry.load, n), metrics)
+                except Exception as e:  # noqa: BLE001
+                    fail(400, "bad_input", f"new model {n!r} was not loaded: {e}"[:400])
         return {"models": {n: sorted(registry.sources[n]) for n in found}}
 
     return app
@@ -323,53 +353,67 @@ def _hook_batch_metrics(v, metrics: Metrics) -> None:
         v.batcher.on_batch = h.observe
 
 
-async def _read_inputs(request, v, default_top_k: int):
-    """The request body -> raw samples (images, clips) or preprocessed feeds (JSON), and top_k."""
+async def _read_body(request, v, default_top_k: int):
+    """The request's body, its content type and top_k (reading only: decoding happens in the thread pool)."""
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    task = v.model.task_name
     top_k = default_top_k
     q = request.query_params.get("top_k")
     if q is not None:
-        if not q.isdigit() or not 1 <= int(q) <= 100:
+        if not (q.isascii() and q.isdigit()) or not 1 <= int(q) <= 100:
             raise ApiError(400, "bad_input", f"top_k={q!r}: must be an integer 1..100")
         top_k = int(q)
-    if ctype == "application/json":
-        try:
-            body = json.loads(await request.body())
-            arr = np.asarray(body["inputs"], dtype=np.float32)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ApiError(400, "bad_input", f'JSON body must be {{"inputs": [[...]]}} (a batch of preprocessed '
-                                             f'inputs): {type(e).__name__}') from None
-        spec = v.model.manifest["inputs"][0]
-        want = [d for d in spec["shape"][1:]]
-        if arr.ndim != len(spec["shape"]) or any(isinstance(w, int) and w != g for w, g in zip(want, arr.shape[1:])):
-            raise ApiError(400, "bad_input", f"inputs have shape {list(arr.shape)}; this model takes "
-                                             f"[batch, {', '.join(map(str, want))}]")
-        if arr.shape[0] < 1 or arr.shape[0] > 64 or not np.isfinite(arr).all():
-            raise ApiError(400, "bad_input", "inputs: 1..64 samples of finite numbers")
-        return {spec["name"]: np.ascontiguousarray(arr)}, top_k
     if ctype == "multipart/form-data":
         form = await request.form()
         up = form.get("file")
         if up is None or not hasattr(up, "read"):
             raise ApiError(400, "bad_input", "multipart body without a 'file' field")
         data = await up.read()
-        ctype = (up.content_type or "").lower()
+        ctype = (up.content_type or "").split(";")[0].strip().lower()
         if ctype in ("", "application/octet-stream"):
             ext = os.path.splitext(up.filename or "")[1].lower()      # used for the type only, never as a path
             ctype = "audio/wav" if ext == ".wav" else "image/png" if ext in (".png", ".jpg", ".jpeg", ".bmp") else ctype
-    else:
-        data = await request.body()
+        return data, ctype, top_k
+    return await request.body(), ctype, top_k
+
+
+def _decode(data: bytes, ctype: str, v):
+    """Body -> raw samples (images, clips) or preprocessed feeds (JSON). Runs in the thread pool."""
+    task = v.model.task_name
+    if ctype == "application/json":
+        try:
+            body = json.loads(data)
+            rows = body["inputs"]
+            if not isinstance(rows, list) or not 1 <= len(rows) <= 64:
+                raise ValueError("inputs must be a list of 1..64 samples")
+            spec = v.model.manifest["inputs"][0]
+            per = int(np.prod([d for d in spec["shape"][1:] if isinstance(d, int)] or [1]))
+            if len(data) > 32 * per * len(rows) + 4096:     # far more text than numbers the shape can hold
+                raise ValueError("body larger than the input shape allows")
+            arr = np.asarray(rows, dtype=np.float32)
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            raise ApiError(400, "bad_input", f'JSON body must be {{"inputs": [[...]]}} (1..64 preprocessed inputs): '
+                                             f'{type(e).__name__}: {str(e)[:120]}') from None
+        want = list(spec["shape"][1:])
+        if arr.ndim != len(spec["shape"]) or any(isinstance(w, int) and w != g for w, g in zip(want, arr.shape[1:])):
+            raise ApiError(400, "bad_input", f"inputs have shape {list(arr.shape)}; this model takes "
+                                             f"[batch, {', '.join(map(str, want))}]")
+        if not np.isfinite(arr).all():
+            raise ApiError(400, "bad_input", "inputs: finite numbers only")
+        return {spec["name"]: np.ascontiguousarray(arr)}
     if task == "kws":
         if ctype not in WAV_TYPES:
             raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r}: a keyword-spotting "
                                                           f"model takes audio/wav or application/json")
-        return [_decode_wav(v.model, data)], top_k
+        return [_decode_wav(v.model, data)]
     if ctype not in IMAGE_TYPES:
         raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r}: this model takes "
                                                       f"{', '.join(sorted(IMAGE_TYPES))}, multipart/form-data or "
                                                       f"application/json")
-    return [_decode_image(data)], top_k
+    return [_decode_image(data)]
+
+
+MAX_PIXELS = 16_000_000     # 16 MP: a camera frame is far smaller; a 9000x9000 PNG bomb of 236 KB is refused
+MAX_AUDIO_S = 60.0
 
 
 def _decode_image(data: bytes) -> np.ndarray:
@@ -377,6 +421,18 @@ def _decode_image(data: bytes) -> np.ndarray:
 
     if not data:
         raise ApiError(400, "bad_input", "empty body")
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:       # the header only: refuse huge images before decoding
+            w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise ApiError(400, "bad_input", f"image of {w}x{h} = {w * h} pixels is over the server's limit of "
+                                             f"{MAX_PIXELS}; resize it first")
+    except ApiError:
+        raise
+    except Exception:  # noqa: BLE001 - not an image header: open_image says why, in its words
+        pass
     try:
         return np.asarray(open_image(io.BytesIO(data)))
     except DataError as e:
@@ -395,8 +451,27 @@ def _decode_wav(model, data: bytes) -> np.ndarray:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        _check_wav_header(data)
         return model.task.read(tmp)
     except DataError as e:
         raise ApiError(400, "bad_input", e.message.replace(tmp, "the upload")[:300]) from None
+    except (ValueError, OSError, EOFError) as e:
+        raise ApiError(400, "bad_input", f"unreadable wav: {type(e).__name__}: {str(e).replace(tmp, 'the upload')}"[:300]) \
+            from None
     finally:
         os.unlink(tmp)
+
+
+def _check_wav_header(data: bytes) -> None:
+    """Rate and length from the header before decoding: a 4 KB wav claiming 1 Hz would resample to gigabytes."""
+    import wave
+
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            sr, n = w.getframerate(), w.getnframes()
+    except Exception:  # noqa: BLE001 - not a plain PCM header: the reader's checks say why
+        return
+    if not 8000 <= sr <= 96000:
+        raise ApiError(400, "bad_input", f"wav sample rate {sr} Hz: valid is 8000..96000")
+    if n / sr > MAX_AUDIO_S:
+        raise ApiError(400, "bad_input", f"wav of {n / sr:.1f} s: the server takes clips up to {MAX_AUDIO_S:g} s")

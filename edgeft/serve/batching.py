@@ -17,8 +17,9 @@ import numpy as np
 
 
 class Batcher:
-    def __init__(self, version, max_batch: int = 1, max_wait_ms: float = 0.0):
+    def __init__(self, version, max_batch: int = 1, max_wait_ms: float = 0.0, static_batch_one: bool = False):
         self.v = version
+        self.static_one = static_batch_one         # the model was compiled for batch 1: run rows one by one
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1e3
         self.q: queue.Queue = queue.Queue()
@@ -76,7 +77,11 @@ class Batcher:
         if not live:
             return
         try:
-            if len(live) == 1:
+            if len(live) == 1 and self.static_one and _rows(live[0][0]) > 1:
+                fd = live[0][0]
+                parts = [self.v.model.infer({k: x[i:i + 1] for k, x in fd.items()}) for i in range(_rows(fd))]
+                outs = [{k: np.concatenate([p[k] for p in parts]) for k in parts[0]}]
+            elif len(live) == 1:
                 outs = [self.v.model.infer(live[0][0])]
             else:
                 names = list(live[0][0])

@@ -52,6 +52,7 @@ class Registry:
         self.history: dict[str, list[str]] = {}           # activation order, for rollback
         self.repo: Path | None = None
         self._lock = threading.RLock()
+        self._model_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------------------------------------ sources
     def add_bundle(self, spec: str) -> str:
@@ -93,54 +94,71 @@ class Registry:
         return (0, int(v), "") if v.isdigit() else (1, 0, v)
 
     # ------------------------------------------------------------------------------------------- loading
-    def load(self, name: str, version: str | None = None, activate: bool = True) -> Version:
-        """Load (verify, open, warm up) a version and make it active; the previous one keeps serving until then."""
-        from .. import runtime
-        from ..utils.io import sha256_file
-        from .batching import Batcher
+    def _model_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._model_locks.setdefault(name, threading.Lock())
 
+    def load(self, name: str, version: str | None = None, activate: bool = True) -> Version:
+        """Load (verify, open, warm up) a version and make it active; the previous one keeps serving until then.
+        One load per model at a time (a second waits, then finds the version loaded); versions that are neither
+        active nor the rollback target are retired in the same step."""
         vers = self.sources.get(name)
         if not vers:
             raise KeyError(name)
         version = version or max(vers, key=self._order)
         if version not in vers:
             raise KeyError(f"{name}/{version}")
+        with self._model_lock(name):
+            v = self._ensure_loaded(name, version)
+            if activate:
+                with self._lock:
+                    self.active[name] = version
+                    h = self.history.setdefault(name, [])
+                    if not h or h[-1] != version:
+                        h.append(version)
+                self._unload_inactive(name)
+        return v
+
+    def _ensure_loaded(self, name: str, version: str) -> Version:
+        from .. import runtime
+        from .batching import Batcher
+
         with self._lock:
             have = self.loaded.get(name, {}).get(version)
-        if have is None or have.retired:
-            path = vers[version]
-            model = runtime.load(path, threads=self.threads, batch=None if self.max_batch > 1 else 1,
-                                 trust=self.trust)
+        if have is not None and not have.retired:
+            return have
+        path = self.sources[name][version]
+        static = self.max_batch <= 1
+        model = runtime.load(path, threads=self.threads, batch=1 if static else None, trust=self.trust)
+        try:
             model.open()
-            first = next(iter(model.manifest["model_files"].values()))
-            v = Version(name, version, path, model, sha256=model.manifest["files"][first]["sha256"])
             _warm_up(model)
-            v.batcher = Batcher(v, self.max_batch, self.max_wait_ms)
-            with self._lock:
-                self.loaded.setdefault(name, {})[version] = v
-        else:
-            v = have
-        if activate:
-            with self._lock:
-                self.active[name] = version
-                h = self.history.setdefault(name, [])
-                if not h or h[-1] != version:
-                    h.append(version)
+        except BaseException:
+            model.close()
+            raise
+        first = next(iter(model.manifest["model_files"].values()))
+        v = Version(name, version, path, model, sha256=model.manifest["files"][first]["sha256"])
+        v.batcher = Batcher(v, self.max_batch, self.max_wait_ms, static_batch_one=static)
+        with self._lock:
+            self.loaded.setdefault(name, {})[version] = v
         return v
 
     def rollback(self, name: str) -> str:
-        with self._lock:
-            h = self.history.get(name, [])
-            if len(h) < 2:
-                raise KeyError(f"{name}: no earlier version to roll back to")
-            h.pop()
-            prev = h[-1]
-        self.load(name, prev, activate=False)
-        with self._lock:
-            self.active[name] = prev
+        """Back to the previously active version; nothing changes if it cannot be loaded."""
+        with self._model_lock(name):
+            with self._lock:
+                h = self.history.get(name, [])
+                if len(h) < 2:
+                    raise KeyError(f"{name}: no earlier version to roll back to")
+                prev = h[-2]
+            self._ensure_loaded(name, prev)          # may raise: history and the active version untouched
+            with self._lock:
+                h.pop()
+                self.active[name] = prev
+            self._unload_inactive(name)
         return prev
 
-    def unload_inactive(self, name: str) -> None:
+    def _unload_inactive(self, name: str) -> None:
         """Retire versions that are neither active nor the rollback target; closed once no request holds them."""
         with self._lock:
             keep = {self.active.get(name)} | set(self.history.get(name, [])[-2:])

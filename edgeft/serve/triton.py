@@ -93,6 +93,12 @@ def export_serving(bundle: str | os.PathLike, out: str | os.PathLike, *, name: s
         raise DataError(f"--name {name!r}: use letters, digits, '.', '_' or '-'", hint="pass --name NAME")
     if not 1 <= max_batch <= 1024:
         raise UnsupportedError(f"--max-batch {max_batch}: valid is 1..1024")
+    eng_max = (((m.get("engine") or {}).get("profile") or {}).get("max"))
+    if m["format"] == "tensorrt" and eng_max:
+        top = int(eng_max[0] if isinstance(eng_max, (list, tuple)) else eng_max)
+        if max_batch > top:
+            raise UnsupportedError(f"--max-batch {max_batch}: this TensorRT engine was built for batches up to {top}",
+                                   hint=f"use --max-batch {top}, or rebuild the engine with a larger profile")
     if m["format"] not in BACKENDS:
         raise UnsupportedError(f"format {m['format']!r} has no Triton backend; valid: {', '.join(BACKENDS)}")
     out = Path(out)
@@ -123,6 +129,9 @@ def export_serving(bundle: str | os.PathLike, out: str | os.PathLike, *, name: s
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     ovms_p = out / "ovms_config.json"
+    if m["format"] == "tensorrt":            # OpenVINO Model Server does not run TensorRT engines
+        return {"model": name, "path": str(final), "files": files, "config": str(final / "config.pbtxt"),
+                "ovms_config": "(none: OVMS does not serve TensorRT engines)", "backend": BACKENDS[m["format"]][1]}
     cfg = json.loads(ovms_p.read_text()) if ovms_p.is_file() else {"model_config_list": []}
     cfg["model_config_list"] = [c for c in cfg.get("model_config_list", []) if c.get("config", {}).get("name") != name]
     cfg["model_config_list"] += ovms_config(name, m, f"{ovms_base.rstrip('/')}/{name}")["model_config_list"]
