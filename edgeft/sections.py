@@ -54,7 +54,10 @@ class TrainCfg(Section):
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the first N epochs")
     freeze: list[str] = Field(default_factory=list, description="parameter-name prefixes never trained (e.g. the early "
                               "backbone stages: no backward through them; measured 2.6x faster SSDLite steps)")
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="autocast: auto = bf16/fp16 on GPUs, fp32 "
+                                                       "on CPUs (bf16 measured slower there); bf16 = CPU bf16 autocast")
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="keep an EMA of the weights (e.g. 0.998) and "
+                                       "validate/keep it instead of the raw weights")
     channels_last: Literal["auto", "on", "off"] = "auto"
     grad_clip: Optional[float] = Field(5.0, gt=0)
     bn_momentum: Optional[float] = Field(

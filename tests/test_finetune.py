@@ -106,3 +106,37 @@ def test_bad_input_one_line_exit_2(cli, tmp_path, case):
     assert needle in r.err, r.err
     assert "Traceback" not in r.err
     assert r.err.startswith("error: ") and r.err.count("\n") == 1   # typer's usage errors too
+
+
+def test_ema_weights_are_what_is_validated_and_kept(cli, tiny_recipe, tmp_path):
+    """train.ema_decay: the EMA of the weights is validated each epoch, and the best EMA is the saved model (its
+    val top-1 recomputed from the saved weights equals the recorded one)."""
+    from edgeft.recipe import load_recipe
+    from edgeft.stages.trainer import evaluate
+    from edgeft.tasks import get_task
+
+    out = tmp_path / "ema"
+    r = cli("finetune", "--recipe", tiny_recipe, "--out", out, "--epochs", 2, "--set", "train.ema_decay=0.9")
+    assert r.code == 0, r.err
+    m = json.loads((out / "metrics.json").read_text())
+    model, _ = load_model(out)
+    recipe = load_recipe(out / "recipe.yaml")
+    task = get_task(recipe.task)
+    val = evaluate(model, task, task.load_data(recipe).val, recipe, torch.device("cpu"), num_classes=10)
+    assert val["top1"] == pytest.approx(m["val_top1"], abs=1e-9)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["ema"] is not None and int(ck["ema"]["n_averaged"]) > 0
+
+
+def test_cpu_autocast_is_refused_where_the_cpu_cannot_compute_it(cli, tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFT_CPU_FEATURES", "x86-avx2")
+    r = cli("finetune", "--recipe", tiny_recipe, "--out", tmp_path / "a", "--epochs", 1, "--set", "train.amp=bf16")
+    assert r.code == 2 and "AVX512_BF16" in r.err and r.err.count("\n") == 1, r.err
+    r = cli("finetune", "--recipe", tiny_recipe, "--out", tmp_path / "b", "--epochs", 1, "--set", "train.amp=fp16")
+    assert r.code == 2 and "bf16 only" in r.err, r.err
+    monkeypatch.setenv("EDGEFT_CPU_FEATURES", "x86-amx")
+    from edgeft.sections import TrainCfg
+    from edgeft.stages.trainer import amp_dtype
+
+    assert amp_dtype(TrainCfg(amp="bf16"), torch.device("cpu")) == torch.bfloat16
+    assert amp_dtype(TrainCfg(amp="auto"), torch.device("cpu")) is None          # measured slower: fp32 on CPUs
