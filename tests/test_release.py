@@ -275,6 +275,11 @@ def test_camera_saves_the_annotated_video_and_json_lines(cli, ort_bundle, tmp_pa
     assert not list(tmp_path.glob(".out.tmp-*")) and not list(tmp_path.glob(".frames.tmp-*"))
     r = cli("camera", ort_bundle, "--source", vid, "--duration", 1, "--no-display", "--save", tmp_path / "out.gif")
     assert r.code == 2 and "--save" in r.err and ".mp4" in r.err
+    before = (tmp_path / "out.mp4").read_bytes()
+    r = cli("camera", ort_bundle, "--source", vid, "--duration", 1, "--no-display", "--save", tmp_path / "out.mp4")
+    assert r.code == 2 and "already exists" in r.err and (tmp_path / "out.mp4").read_bytes() == before
+    r = cli("camera", ort_bundle, "--source", vid, "--duration", 1, "--no-display", "--jsonl", tmp_path / "no" / "f.jsonl")
+    assert r.code == 2 and "does not exist" in r.err
 
 
 def test_pareto_front_and_indistinguishable_points():

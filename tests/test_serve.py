@@ -333,6 +333,13 @@ def test_server_bench_closed_and_open_loop(served, cli, tmp_path):
                          (["--url", url], "refused the key")):
         r = cli("bench", "--scenario", "server", "--data", "digits:test", "--duration", 1, *args)
         assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (args, r.err)
+    for args, needle in ((["--qps", 0], "--qps 0"), (["--latency-bound-ms", -1], "--latency-bound-ms -1"),
+                         (["--profile", "fast"], "unknown profile")):
+        r = cli("bench", "--scenario", "server", "--url", url, "--data", "digits:test", "--api-key-file",
+                d / "keys.txt", "--duration", 1, *args)
+        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (args, r.err)
+    r = cli("bench", "--url", url)
+    assert r.code == 2 and "--url is for --scenario server" in r.err
 
 
 def test_export_serving_writes_a_triton_repository_triton_parses(tiny_run, served, cli, tmp_path):
@@ -363,6 +370,13 @@ def test_export_serving_writes_a_triton_repository_triton_parses(tiny_run, serve
     assert r.code == 2 and "already exists" in r.err
     r = cli("export-serving", tmp_path, "--triton", tmp_path / "t2")
     assert r.code == 2 and "manifest.json" in r.err
+    r = cli("export-serving", repo / "tiny" / "1", "--triton", tmp_path / "t3", "--max-batch", 0)
+    assert r.code == 2 and "--max-batch 0" in r.err and not (tmp_path / "t3").exists()
+    (tmp_path / "t4").mkdir()
+    (tmp_path / "t4" / "ovms_config.json").write_text("not json")
+    r = cli("export-serving", repo / "tiny" / "1", "--triton", tmp_path / "t4")
+    assert r.code == 2 and "not an OpenVINO Model Server config" in r.err
+    assert (tmp_path / "t4" / "ovms_config.json").read_text() == "not json" and len(list((tmp_path / "t4").iterdir())) == 1
 
 
 def test_serve_refuses_bad_settings_in_one_line(served, cli, tmp_path):

@@ -46,6 +46,8 @@ class _Outputs:
             if not p.parent.is_dir():
                 raise DataError(f"{opt} {str(p)!r}: folder {str(p.parent)!r} does not exist",
                                 hint="create it first, or write somewhere else")
+            if p.exists():
+                raise DataError(f"{opt} {str(p)!r} already exists", hint="pick a new file name (nothing is overwritten)")
         self.fps = fps
         self.vw = None
         self.frames = 0

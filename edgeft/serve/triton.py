@@ -105,6 +105,16 @@ def export_serving(bundle: str | os.PathLike, out: str | os.PathLike, *, name: s
     final = out / name
     if final.exists():
         raise DataError(f"{final} already exists", hint="remove it, or pass --name for another model name")
+    ovms_p = out / "ovms_config.json"
+    cfg = {"model_config_list": []}
+    if ovms_p.is_file() and m["format"] != "tensorrt":      # merged, never replaced: read it before writing anything
+        try:
+            cfg = json.loads(ovms_p.read_text())
+            if not isinstance(cfg.get("model_config_list"), list):
+                raise ValueError("no model_config_list")
+        except (OSError, ValueError, AttributeError) as e:
+            raise DataError(f"{ovms_p} exists and is not an OpenVINO Model Server config ({type(e).__name__}: {e})",
+                            hint="move it away or pass another --triton folder") from None
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -128,11 +138,9 @@ def export_serving(bundle: str | os.PathLike, out: str | os.PathLike, *, name: s
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    ovms_p = out / "ovms_config.json"
     if m["format"] == "tensorrt":            # OpenVINO Model Server does not run TensorRT engines
         return {"model": name, "path": str(final), "files": files, "config": str(final / "config.pbtxt"),
                 "ovms_config": "(none: OVMS does not serve TensorRT engines)", "backend": BACKENDS[m["format"]][1]}
-    cfg = json.loads(ovms_p.read_text()) if ovms_p.is_file() else {"model_config_list": []}
     cfg["model_config_list"] = [c for c in cfg.get("model_config_list", []) if c.get("config", {}).get("name") != name]
     cfg["model_config_list"] += ovms_config(name, m, f"{ovms_base.rstrip('/')}/{name}")["model_config_list"]
     from ..utils.io import atomic_write_json
