@@ -1042,11 +1042,24 @@ def _exit_interrupted(msg: str = INTERRUPTED, hard: bool = True) -> None:
     os._exit(130)
 
 
+def _unblock_sigint() -> None:
+    """A process starts with its parent's blocked-signal mask: started from a thread or tool that blocked SIGINT
+    (seen inside the test suite), Ctrl-C would stay pending until exit and a long export would finish and exit 0
+    instead of stopping. Unblock it (a deliberate SIG_IGN, e.g. a background job, is left alone)."""
+    import signal
+
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    except (AttributeError, OSError, ValueError):   # no pthread_sigmask (Windows) or not the main thread
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors and edgeft's own errors both become one line + exit 2."""
     from .utils.env import tune_malloc
 
     tune_malloc()
+    _unblock_sigint()
     try:
         rc = app(args=argv, prog_name="edgeft", standalone_mode=False)
         if rc == 130:   # typer turns Ctrl-C into a return code of 130 before our handlers could see it

@@ -515,3 +515,19 @@ def test_truncated_or_flipped_bundle_files_are_refused(cli, ort_bundle, fuzz_env
     assert r.code == 2 and r.err.count("\n") == 1 and "Traceback" not in r.err, (f, r.err)
 
 
+
+
+@pytest.mark.slow
+def test_ctrl_c_works_when_the_parent_blocked_sigint(tiny_run, tmp_path):
+    """A child inherits its parent's blocked-signal mask (the full test suite's process had SIGINT blocked: Ctrl-C
+    stayed pending and the export finished with exit 0). The CLI unblocks SIGINT at start."""
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "edgeft", "export", str(tiny_run), "--format", "openvino", "--int8", "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env={**os.environ, "EDGEFT_QUIET": ""},
+                         preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+    while not any(x.name.startswith(".b.edgeft-tmp-") for x in tmp_path.iterdir()) and p.poll() is None:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and not out.exists(), (p.returncode, err)
