@@ -364,6 +364,13 @@ def test_bench_checks_the_output_is_writable_before_any_work(cli, ort_bundle):
 
 
 # ------------------------------------------------------------------------------------------ 9. small things
+def _default_sigint():
+    """In the child: SIGINT back to its default disposition, as a terminal gives it (inside the full suite the
+    pytest process has SIGINT ignored by then, and an ignored signal is inherited: Python then never raises
+    KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_and_a_killed_export_leave_nothing(tiny_run, tmp_path):
     out = tmp_path / "b"
@@ -372,7 +379,7 @@ def test_ctrl_c_and_a_killed_export_leave_nothing(tiny_run, tmp_path):
     # interpreter shutdown) the bundle must be complete, and the next attempt signals sooner
     for delay in (0.3, 0.1, 0.0, 0.0, 0.0):
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                             env={**os.environ, "EDGEFT_QUIET": ""})
+                             env={**os.environ, "EDGEFT_QUIET": ""}, preexec_fn=_default_sigint)
         while not any(x.name.startswith(".b.edgeft-tmp-") for x in tmp_path.iterdir()) and p.poll() is None:
             time.sleep(0.02)
         time.sleep(delay)
@@ -525,7 +532,7 @@ def test_ctrl_c_works_when_the_parent_blocked_sigint(tiny_run, tmp_path):
     cmd = [sys.executable, "-m", "edgeft", "export", str(tiny_run), "--format", "openvino", "--int8", "--out", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                          env={**os.environ, "EDGEFT_QUIET": ""},
-                         preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+                         preexec_fn=lambda: (_default_sigint(), signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})))
     while not any(x.name.startswith(".b.edgeft-tmp-") for x in tmp_path.iterdir()) and p.poll() is None:
         time.sleep(0.02)
     p.send_signal(signal.SIGINT)
