@@ -126,6 +126,14 @@ def server_bench(url: str, *, data: str | None, profile: str = "dev", clients: i
                 top = None
         return r.status, top
 
+    def send_or_reconnect(c, i: int):
+        """(connection, status, top-1): a failed connection counts as status 599 and is replaced."""
+        try:
+            return (c, *send(c, i))
+        except (OSError, http.client.HTTPException):
+            c.close()
+            return _conn(u), 599, None
+
     def record(ts, lat, status, top, i):
         with lock:
             recs.append((ts, lat, status, top, i))
@@ -141,12 +149,7 @@ def server_bench(url: str, *, data: str | None, profile: str = "dev", clients: i
                 if t < t0:
                     time.sleep(t0 - t)
                     continue
-                try:
-                    st, top = send(c, i)
-                except (OSError, http.client.HTTPException):
-                    st, top = 599, None
-                    c.close()
-                    c = _conn(u)
+                c, st, top = send_or_reconnect(c, i)
                 record(t - t0, (time.perf_counter() - t) * 1e3, st, top, i)
                 i += clients
             c.close()
@@ -178,12 +181,7 @@ def server_bench(url: str, *, data: str | None, profile: str = "dev", clients: i
                 late = (time.perf_counter() - due) * 1e3
                 with lock:
                     sends.append(late)
-                try:
-                    st, top = send(c, i)
-                except (OSError, http.client.HTTPException):
-                    st, top = 599, None
-                    c.close()
-                    c = _conn(u)
+                c, st, top = send_or_reconnect(c, i)
                 record(a, (time.perf_counter() - due) * 1e3, st, top, i)
             c.close()
 
