@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 from .errors import EdgeftError  # noqa: E402,F401
 
-_API = ("finetune", "prune", "qat", "export", "bench", "run", "load")
+_API = ("finetune", "prune", "qat", "export", "optimize", "bench", "run", "load")
 
 
 def __getattr__(name: str):

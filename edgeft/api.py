@@ -112,6 +112,60 @@ def export(run, *, format: str = "onnx", precision: str = "fp32", target: str | 
 
 
 @_malloc_tuned
+def optimize(run, *, max_drop: float | None = None, backends=None, target: str | None = None,
+             device: str | None = None, time_budget=None, prune: bool | None = None, prune_epochs: int | None = None,
+             max_ratio: float | None = None, max_probes: int | None = None, distill: float | None = None,
+             qat: bool | None = None, qat_epochs: int | None = None, mixed: bool | None = None,
+             profile: str | None = None, report_profile: str | None = None, report_data: str | None = None,
+             threads: int | None = None, out=None, resume: bool = False) -> dict:
+    """The fastest verified bundle within ``max_drop`` points of val top-1 (options left None: the run's recipe
+    ``optimize`` section, else its defaults); returns the search document (``choice``, ``candidates``,
+    ``report``). CLI: ``edgeft optimize runs/r18 --max-drop 1.0 --time-budget 30m``"""
+    from pydantic import ValidationError
+
+    from .errors import UnsupportedError
+    from .optimize import optimize as _optimize
+    from .sections import OptimizeCfg
+
+    from .errors import did_you_mean
+    from .optimize import BACKENDS
+
+    valid = (*BACKENDS, "tensorrt")
+    for b in backends or ():
+        if b not in valid:
+            raise UnsupportedError(f"--backend {b!r}: unknown.{did_you_mean(b, valid)} Valid: {', '.join(valid)}")
+    cfg = _optimize_section(run)
+    given = dict(max_drop=max_drop, backends=list(backends) if backends else None, target=target, device=device,
+                 time_budget=str(time_budget) if time_budget is not None else None, prune=prune,
+                 prune_epochs=prune_epochs, max_ratio=max_ratio, max_probes=max_probes, distill=distill, qat=qat,
+                 qat_epochs=qat_epochs, mixed=mixed, profile=profile, report_profile=report_profile,
+                 report_data=report_data)
+    values = (cfg or OptimizeCfg()).model_dump()
+    values.update({k: v for k, v in given.items() if v is not None})
+    try:
+        settings = OptimizeCfg.model_validate(values).settings(threads=threads)
+    except ValidationError as e:
+        err = e.errors()[0]
+        opt = "--" + str(err["loc"][0]).replace("_", "-").replace("backends", "backend") if err.get("loc") \
+            else "option"
+        raise UnsupportedError(f"{opt} {err.get('input')!r}: {err['msg']}",
+                               hint="see `edgeft optimize --help` for valid values") from None
+    return _optimize(run, out=out, settings=settings, resume=resume)
+
+
+def _optimize_section(run):
+    from .recipe import load_recipe
+
+    p = Path(run) / "recipe.yaml"
+    if p.is_file():
+        try:
+            return load_recipe(p).optimize
+        except Exception:  # noqa: BLE001 - the search reports a broken run precisely
+            return None
+    return None
+
+
+@_malloc_tuned
 def bench(artifacts, *, data: str = "fashion-mnist:test", **settings) -> dict:
     """Accuracy + latency of several artifacts in one interleaved run; returns the result document.
     ``settings``: the fields of :class:`edgeft.bench.harness.BenchConfig` (scenario, profile, threads, ...).

@@ -177,6 +177,48 @@ def qat(
                      f"TensorRT)"] if trt else []))
 
 
+@app.command()
+def optimize(
+    run: Path = typer.Argument(..., help="FP32 run directory (from finetune or prune)"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="accuracy budget: points of val top-1 the "
+                                             "chosen bundle may lose vs the run's PyTorch FP32 model (recipe "
+                                             "optimize.max_drop, else 1.0)"),
+    backend: Optional[List[str]] = typer.Option(None, "--backend", help="openvino | onnxruntime (repeatable; "
+                                                "default both)"),
+    target: Optional[str] = typer.Option(None, "--target", help="device class the bundles are for (default: host)"),
+    device: Optional[str] = typer.Option(None, "--device", help="time the candidates on this device "
+                                         "(`edgeft devices add`) instead of here"),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="stop trying new steps after this long, "
+                                              "e.g. 30m, 1h, 900s (the latency and report runs are reserved)"),
+    prune: Optional[bool] = typer.Option(None, "--prune/--no-prune", help="bisect a pruning ratio against the budget"),
+    prune_epochs: Optional[int] = typer.Option(None, "--prune-epochs", help="recovery fine-tuning epochs per pruning probe"),
+    max_ratio: Optional[float] = typer.Option(None, "--max-ratio", help="largest pruning ratio tried"),
+    max_probes: Optional[int] = typer.Option(None, "--max-probes", help="pruning probes (each one a recovery fine-tune)"),
+    distill: Optional[float] = typer.Option(None, "--distill", help="KD weight from the unpruned model during recovery"),
+    qat: Optional[bool] = typer.Option(None, "--qat/--no-qat", help="QAT when no post-training INT8 meets the budget"),
+    qat_epochs: Optional[int] = typer.Option(None, "--qat-epochs", help="QAT epochs"),
+    mixed: Optional[bool] = typer.Option(None, "--mixed/--no-mixed", help="INT8 mixed precision when plain PTQ misses"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="bench profile of the candidates' latency run"),
+    report_profile: Optional[str] = typer.Option(None, "--report-profile", help="bench profile of the test-split report"),
+    report_data: Optional[str] = typer.Option(None, "--report-data", help="test data for the report (default: the "
+                                              "recipe's bench data)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="inference threads (default: all cores)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="search folder (default RUN/optimize)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted search in --out"),
+):
+    """The fastest bundle within an accuracy budget: edgeft optimize runs/r18 --max-drop 1.0 --time-budget 30m"""
+    from . import api
+
+    api.optimize(run, max_drop=max_drop, backends=tuple(backend) if backend else None, target=target,
+                       device=device, time_budget=time_budget, prune=prune, prune_epochs=prune_epochs,
+                       max_ratio=max_ratio, max_probes=max_probes, distill=distill, qat=qat, qat_epochs=qat_epochs,
+                       mixed=mixed, profile=profile, report_profile=report_profile, report_data=report_data,
+                       threads=threads, out=out, resume=resume)
+    o = Path(out or Path(run) / "optimize")
+    chosen = o / "chosen"
+    log.next_step(*nextsteps.after_export(Path(run), chosen), f"edgeft serve {nextsteps.q(chosen)}")
+
+
 # -------------------------------------------------------------------------------------------- export
 @app.command()
 def export(
@@ -858,7 +900,7 @@ def run_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="pipeline folder (default runs/<recipe name>)"),
     profile: Optional[str] = typer.Option(None, "--profile", help="bench profile override: smoke | quick | dev | report"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="bench threads (default: all cores)"),
-    until: Optional[str] = typer.Option(None, "--until", help="stop after: finetune | prune | qat | export | bench"),
+    until: Optional[str] = typer.Option(None, "--until", help="stop after: finetune | prune | qat | export | optimize | bench"),
     set_: Optional[List[str]] = SetOpt,
 ):
     """The whole pipeline from one recipe, resumable stage by stage: edgeft run image_cls/default"""

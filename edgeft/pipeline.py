@@ -1,4 +1,4 @@
-"""``edgeft run RECIPE``: finetune -> (prune) -> (qat) -> export every target -> bench -> report.
+"""``edgeft run RECIPE``: finetune -> (prune) -> (qat) -> export every target -> (optimize) -> bench -> report.
 
 Each stage writes into ``runs/<name>/<stage>`` and is recorded in ``pipeline.json``; a finished stage
 whose inputs did not change is not redone, an interrupted fine-tune is resumed, and a changed recipe
@@ -156,6 +156,28 @@ class Pipeline:
                 self.record(f"export {tag}", "failed_gate", time.perf_counter() - t, e.message)
         return out
 
+    def optimize(self, fp32_run: Path) -> Path | None:
+        """``edgeft optimize`` of the FP32 run (recipe ``optimize:``); returns the chosen bundle. The search is
+        resumable: a finished one is reused while the run's weights are unchanged."""
+        from .errors import CheckFailed
+        from .optimize import optimize
+
+        d = self.root / "optimize"
+        t = time.perf_counter()
+        st = read_json(d / "optimize.json") if (d / "optimize.json").is_file() else {}
+        cached = st.get("wall_s") is not None and (st.get("choice") or {}).get("name") and \
+            st.get("fingerprint", {}).get("weights") == sha256_file(fp32_run / "model.safetensors")
+        if cached:
+            self.rows.append(("optimize", "cached", "0s", _opt_detail(st)))
+            return d / "chosen"
+        try:
+            st = optimize(fp32_run, out=d, settings=self.r.optimize.settings(threads=self.threads), resume=True)
+        except CheckFailed as e:
+            self.record("optimize", "failed_gate", time.perf_counter() - t, e.message)
+            return None
+        self.record("optimize", "done", time.perf_counter() - t, _opt_detail(st))
+        return d / "chosen"
+
     def bench(self, artifacts: list[Path]) -> dict | None:
         from .bench.harness import BenchConfig, bench
         from .bench.report import plots, save_json, save_markdown
@@ -213,6 +235,16 @@ def _ft_detail(m: dict, metric: str = "top1") -> str:
     return s + f", {m.get('epochs')} epochs, {m.get('train_time_s')}s"
 
 
+def _opt_detail(st: dict) -> str:
+    ch = st.get("choice") or {}
+    c = (st.get("candidates") or {}).get(ch.get("name")) or {}
+    rep = st.get("report") or {}
+    s = f"chose {ch.get('name')}: val drop {c.get('val_drop', float('nan')):+.2f} points, p50 {c.get('p50_ms', 0):.3f} ms"
+    if rep.get("speedup_vs_openvino_fp32"):
+        s += f", {rep['speedup_vs_openvino_fp32']:.2f}x vs OpenVINO FP32 on test"
+    return s + f" ({len(st.get('candidates') or {})} candidates, {st.get('wall_s', 0):.0f}s)"
+
+
 def _ex_detail(m: dict) -> str:
     a = m["parity"]["accuracy"]
     from .tasks.base import metric_name
@@ -249,7 +281,7 @@ def run_pipeline(recipe, out: str | Path | None = None, overrides=(), profile: s
     p.state["recipe"] = r.name
     p.state["recipe_hash"] = r.hash()
     p.save()
-    stages = ["finetune", "prune", "qat", "export", "bench"]
+    stages = ["finetune", "prune", "qat", "export", "optimize", "bench"]
     if until and until not in stages:
         raise RunError(f"--until {until!r}: valid stages are {', '.join(stages)}")
     stop = stages.index(until) if until else len(stages) - 1
@@ -262,7 +294,11 @@ def run_pipeline(recipe, out: str | Path | None = None, overrides=(), profile: s
         reference_runs.append(fp32)
     qrun = p.qat(fp32) if r.compress.qat and stop >= 2 else None
     bundles = p.export(fp32, qrun) if stop >= 3 else []
-    doc = p.bench(reference_runs + bundles) if stop >= 4 else None
+    if r.optimize is not None and stop >= 4:
+        chosen = p.optimize(fp32)
+        if chosen is not None:
+            bundles.append(chosen)
+    doc = p.bench(reference_runs + bundles) if stop >= 5 else None
     text = p.summary(doc)
     atomic_write_json(root / "pipeline.json", p.state)
     (root / "summary.md").write_text(text)

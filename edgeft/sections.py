@@ -122,6 +122,51 @@ class CompressCfg(Section):
     qat: Optional[QatCfg] = None
 
 
+class OptimizeCfg(Section):
+    """``edgeft optimize`` (and the last stage of ``edgeft run`` when a recipe has an ``optimize:`` section)."""
+
+    max_drop: float = Field(1.0, ge=0, description="points of val top-1 the chosen bundle may lose vs PyTorch FP32")
+    backends: list[Literal["openvino", "onnxruntime", "tensorrt"]] = Field(
+        default_factory=lambda: ["openvino", "onnxruntime"])
+    target: Optional[TargetName] = Field(None, description="device class the bundles are for (default: host)")
+    device: Optional[str] = Field(None, description="a device (`edgeft devices add`) to time candidates on")
+    time_budget: Optional[str] = Field(None, description="e.g. 30m: no new step starts that would not fit")
+    prune: bool = Field(True, description="bisect a pruning ratio against the budget")
+    prune_epochs: int = Field(1, ge=0, description="recovery fine-tuning epochs per pruning probe")
+    max_ratio: float = Field(0.7, gt=0, lt=1)
+    max_probes: int = Field(3, ge=1, description="pruning probes (each one a recovery fine-tune)")
+    distill: float = Field(0.0, ge=0, le=1, description="KD weight from the unpruned model during recovery")
+    qat: bool = Field(True, description="QAT when no post-training INT8 candidate meets the budget")
+    qat_epochs: int = Field(1, ge=0)
+    mixed: bool = Field(True, description="INT8 mixed precision (sensitive layers in float) when plain PTQ misses")
+    profile: Literal["smoke", "quick", "dev", "report"] = Field("quick", description="bench profile of the "
+                                                                 "candidates' latency run")
+    report_profile: Literal["smoke", "quick", "dev", "report"] = Field("quick", description="bench profile of the "
+                                                                        "test-split report run")
+    report_data: Optional[str] = Field(None, description="test data of the report (default: bench.data / the "
+                                                         "built-in test split)")
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, v):
+        if v is not None:
+            from .optimize import parse_duration
+
+            try:
+                parse_duration(v)
+            except Exception as e:  # noqa: BLE001 - pydantic wants ValueError
+                raise ValueError(getattr(e, "message", str(e))) from None
+        return v
+
+    def settings(self, threads: int | None = None):
+        from .optimize import OptimizeSettings, parse_duration
+
+        d = self.model_dump()
+        d["backends"] = tuple(d["backends"])
+        d["time_budget_s"] = parse_duration(d.pop("time_budget"))
+        return OptimizeSettings(**d, threads=threads)
+
+
 class BenchCfg(Section):
     data: Optional[str] = Field(None, description="held-out data for `edgeft run`'s bench (default: the built-in "
                                                   "dataset's test split, or DATA/test | DATA/val)")
@@ -150,6 +195,8 @@ class RecipeBase(Section):
     export: ExportCfg = Field(default_factory=ExportCfg)
     compress: CompressCfg = Field(default_factory=CompressCfg)
     bench: BenchCfg = Field(default_factory=BenchCfg)
+    optimize: Optional[OptimizeCfg] = Field(None, description="end `edgeft run` with `edgeft optimize` (the "
+                                                              "fastest bundle within max_drop)")
 
     def hash(self) -> str:
         """Stable hash of the resolved recipe (what produced an artifact)."""

@@ -286,3 +286,22 @@ def test_a_device_without_the_runtime_packages_needs_wheels_from_here(cli, devic
     assert os.environ.get("EDGEFT_OFFLINE") == "1"
     r = cli("bench", two_bundles[0], *BENCH, "--device", "bare", "--out", tmp_path / "o")
     assert r.code == 2 and "lacks numpy" in r.err and "EDGEFT_OFFLINE=1 forbids" in r.err, r.err
+
+
+@pytest.mark.slow
+def test_optimize_times_the_candidates_on_the_device(cli, devices, tiny_run, tmp_path):
+    """`edgeft optimize --device`: every candidate is timed in one bench run on the device (its fingerprint in the
+    state), the report runs there too (bundles only: the device has no torch)."""
+    devices("dev1")
+    out = tmp_path / "o"
+    r = cli("optimize", tiny_run, "--out", out, "--device", "dev1", "--backend", "onnxruntime", "--no-prune",
+            "--no-qat", "--no-mixed", "--max-drop", "5", "--profile", "smoke", "--report-profile", "smoke",
+            "--threads", "1")
+    assert r.code == 0, r.err
+    st = json.loads((out / "optimize.json").read_text())
+    lat = json.loads((out / "latency" / "dev1" / "result.json").read_text())
+    assert lat["remote"]["device"] == "dev1" and lat["software"]["torch_imported"] is False
+    for name in ("onnxruntime-fp32", "onnxruntime-int8"):
+        assert st["candidates"][name]["p50_ms"] > 0
+    rep = st["report"]
+    assert "chosen" in rep["rows"] and not any(n.endswith("pytorch-fp32") for n in rep["rows"])

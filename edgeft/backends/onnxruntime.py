@@ -20,9 +20,10 @@ from .base import Runner as _Runner
 
 
 def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[dict[str, np.ndarray]], target,
-                        calibration: str = "minmax") -> dict:
+                        calibration: str = "minmax", exclude: list[str] | None = None) -> dict:
     """ORT ``quantize_static`` to a Q/DQ graph in the flavour of ``target`` (u8s8, 7-bit weights without VNNI;
-    s8s8 symmetric for TensorRT); ``calib`` is a list of feed dicts."""
+    s8s8 symmetric for TensorRT); ``calib`` is a list of feed dicts. ``exclude``: node names kept in float (mixed
+    precision: ``edgeft optimize`` picks them by layer sensitivity)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -53,8 +54,12 @@ def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[dict[str, np.nda
     with captured("onnxruntime.quantization"):
         quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8 if sym else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        reduce_range=reduce_range, calibrate_method=method,
+                        reduce_range=reduce_range, calibrate_method=method, nodes_to_exclude=list(exclude or []),
                         extra_options={"ActivationSymmetric": sym, "WeightSymmetric": True})
+    if exclude:   # the float layers compute in float (their input Q/DQ pairs bypassed too)
+        from ..optimize.sensitivity import keep_float
+
+        keep_float(out, src, list(exclude))
     if pre.exists():
         pre.unlink()
     for extra in out.parent.glob("*.onnx-*"):  # ORT may leave calibration side files
@@ -64,7 +69,9 @@ def quantize_static_qdq(onnx_path: Path, out: Path, calib: list[dict[str, np.nda
         "qdq_flavour": "s8s8_sym" if sym else "u8s8", "target": target.name,
         "activations": "int8 symmetric per-tensor" if sym else "uint8 asymmetric per-tensor",
         "weights": "int8 symmetric per-channel" + (f" (7-bit range: target {target.name})" if reduce_range else ""),
-        "reduce_range": reduce_range, "calibration_method": calibration}}
+        "reduce_range": reduce_range, "calibration_method": calibration,
+        **({"float_layers": list(exclude), "mixed_precision": f"{len(exclude)} layer(s) kept in float (layer "
+                                                               f"sensitivity)"} if exclude else {})}}
 
 
 def _ort_version() -> str:
@@ -162,5 +169,6 @@ class OnnxRuntimeBackend(Backend):
             return {"model_files": {"model": "model.onnx"}, "quantization": cfg.qat_quantization if cfg.from_qat else None}
         if cfg.precision != Precision.INT8:  # pragma: no cover - excluded by the support table
             raise ValueError(cfg.precision)
-        return quantize_static_qdq(onnx_path, out, cfg.calib, cfg.target, cfg.options.get("calibration", "minmax")) \
+        return quantize_static_qdq(onnx_path, out, cfg.calib, cfg.target, cfg.options.get("calibration", "minmax"),
+                                   exclude=cfg.options.get("exclude")) \
             | {"model_files": {"model": "model.onnx"}}

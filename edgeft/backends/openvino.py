@@ -24,28 +24,95 @@ from .base import Runner as _Runner
 _HINT = {"f32": "f32", "bf16": "bf16", "f16": "f16", "int8": "f32"}
 
 
-def _nncf_ptq(model, calib: list[dict[str, np.ndarray]], target):
+def _nncf_ptq(model, calib: list[dict[str, np.ndarray]], target, options: dict | None = None):
+    """INT8 post-training quantization with NNCF. ``options`` (from ``edgeft optimize``):
+
+    - ``nncf_defaults``: plain ``nncf.quantize(model, dataset)``, what a user calling NNCF would get (the peer
+      that ``edgeft optimize`` compares against);
+    - ``accuracy_control``: ``{"max_drop": points, "val": [(input, label), ...], "max_iterations": n}``: NNCF's
+      ``quantize_with_accuracy_control`` keeps the most sensitive layers in float until the val top-1 drop is
+      within ``max_drop``;
+    - ``exclude``: operation names kept in float (an ignored scope)."""
     from ..utils.log import captured
 
     with captured("nncf"):
         import nncf
 
+    options = options or {}
     vnni = target.int8_full_range
     fix = nncf.OverflowFix.FIRST_LAYER if vnni else nncf.OverflowFix.ENABLE
     # one sample per item, as NNCF expects; a one-input model gets the bare array (as before named feeds)
     items = [{k: v[i:i + 1] for k, v in b.items()} for b in calib for i in range(next(iter(b.values())).shape[0])]
     if all(len(it) == 1 for it in items):
         items = [next(iter(it.values())) for it in items]
-    with captured("nncf.quantize"):
-        q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
-                          subset_size=len(items), fast_bias_correction=True,
-                          advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=fix))
-    return q, {"method": "ptq", "tool": f"nncf {nncf.__version__} (OpenVINO backend)",
-               "preset": "performance (symmetric int8 weights and activations)",
-               "overflow_fix": fix.value, "reason": f"target {target.name}: " + (
-                   "int8 dot products without saturation (VNNI or non-x86)" if vnni
-                   else "x86 without VNNI: 7-bit weights"),
-               "format": "FakeQuantize (OpenVINO IR)", "qdq_flavour": "openvino_fq"}
+    why = f"target {target.name}: " + ("int8 dot products without saturation (VNNI or non-x86)" if vnni
+                                       else "x86 without VNNI: 7-bit weights")
+    if options.get("nncf_defaults"):
+        with captured("nncf.quantize"):
+            q = nncf.quantize(model, nncf.Dataset(items))
+        info = {"method": "ptq", "tool": f"nncf {nncf.__version__} (OpenVINO backend)",
+                "preset": "NNCF defaults (nncf.quantize(model, dataset), nothing else set)",
+                "overflow_fix": "NNCF default (first_layer)", "format": "FakeQuantize (OpenVINO IR)",
+                "qdq_flavour": "openvino_fq", "peer": "plain NNCF PTQ defaults"}
+        return q, {**info, **_float_layers(q)}
+    params = dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(items), fast_bias_correction=True)
+    adv_q = nncf.AdvancedQuantizationParameters(overflow_fix=fix)
+    if options.get("exclude"):
+        params["ignored_scope"] = nncf.IgnoredScope(names=list(options["exclude"]), validate=False)
+    ac = options.get("accuracy_control")
+    info = {"method": "ptq", "tool": f"nncf {nncf.__version__} (OpenVINO backend)",
+            "preset": "performance (symmetric int8 weights and activations)", "overflow_fix": fix.value,
+            "reason": why, "format": "FakeQuantize (OpenVINO IR)", "qdq_flavour": "openvino_fq"}
+    if ac:
+        val = ac["val"]
+        n_in = len(model.inputs)
+
+        def validate(compiled, data) -> float:
+            hits = n = 0
+            for x, y in data:
+                out = compiled(x if n_in > 1 else [x])[0]
+                hits += int(np.argmax(out[0]) == y)
+                n += 1
+            return hits / max(n, 1)
+
+        adv = nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=int(ac.get("max_iterations", 20)))
+        with captured("nncf.quantize_with_accuracy_control"):
+            q = nncf.quantize_with_accuracy_control(
+                model, nncf.Dataset(items), nncf.Dataset(val, lambda it: it[0]), validate,
+                max_drop=float(ac["max_drop"]) / 100.0, drop_type=nncf.DropType.ABSOLUTE,
+                advanced_quantization_parameters=adv_q, advanced_accuracy_restorer_parameters=adv, **params)
+        info.update({"method": "ptq + accuracy control",
+                     "accuracy_control": {"max_drop_points": float(ac["max_drop"]), "val_samples": len(val),
+                                          "max_iterations": int(ac.get("max_iterations", 20)),
+                                          "tool": "nncf.quantize_with_accuracy_control"}})
+    else:
+        with captured("nncf.quantize"):
+            q = nncf.quantize(model, nncf.Dataset(items), advanced_parameters=adv_q, **params)
+    fl = _float_layers(q)
+    if fl["float_layers"]:
+        info["mixed_precision"] = f"{len(fl['float_layers'])} of {fl['compute_layers']} layer(s) kept in float"
+    return q, {**info, **fl}
+
+
+_COMPUTE = ("Convolution", "GroupConvolution", "MatMul")
+
+
+def _float_layers(model) -> dict:
+    """Which compute layers (conv, matmul) of an OpenVINO model run in float: their data input does not come
+    from a FakeQuantize (through Convert/Reshape at most)."""
+    def quantized(port) -> bool:
+        node = port.get_source_output().get_node()
+        for _ in range(3):
+            if node.get_type_name() == "FakeQuantize":
+                return True
+            if node.get_type_name() not in ("Convert", "Reshape", "Transpose") or node.get_input_size() == 0:
+                return False
+            node = node.input(0).get_source_output().get_node()
+        return False
+
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() in _COMPUTE]
+    floats = [op.get_friendly_name() for op in ops if not quantized(op.input(0))]
+    return {"compute_layers": len(ops), "float_layers": floats}
 
 
 class Runner(_Runner):
@@ -168,7 +235,7 @@ class OpenVinoBackend(Backend):
             return details
         target = cfg.target
         if cfg.precision == Precision.INT8:
-            model, q = _nncf_ptq(model, cfg.calib, target)
+            model, q = _nncf_ptq(model, cfg.calib, target, cfg.options)
             details["quantization"] = q
         ov.save_model(model, str(xml), compress_to_fp16=cfg.precision == Precision.FP16)
         if cfg.precision == Precision.FP16:

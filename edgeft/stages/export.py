@@ -66,10 +66,13 @@ def read_run_desc(run: Path) -> dict:
 def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", calib_data: str | None = None,
            calib_size: int | None = None, out: str | Path | None = None, max_drop: float | None = None,
            parity_samples: int | None = None, opset: int | None = None, target: str | None = None,
-           force: bool = False, sign_key: str | None = None) -> dict:
+           force: bool = False, sign_key: str | None = None, quant_options: dict | None = None) -> dict:
     """Export a run to a bundle; returns the manifest. Raises GateFailed (bundle kept, marked failed).
 
-    ``sign_key``: an ed25519 private key file; the manifest (which holds every file's sha256) is signed."""
+    ``sign_key``: an ed25519 private key file; the manifest (which holds every file's sha256) is signed.
+    ``quant_options`` (INT8 PTQ, used by ``edgeft optimize``): ``{"exclude": [layer names kept in float]}``,
+    ``{"accuracy_control": {"max_drop": points, "val_samples": n}}`` (OpenVINO: NNCF accuracy control on n val
+    samples) or ``{"nncf_defaults": True}`` (OpenVINO: plain NNCF PTQ defaults, a peer to compare with)."""
     run = Path(run)
     desc = read_run_desc(run)
     qat = desc.get("qat")
@@ -77,6 +80,12 @@ def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", ca
         precision = "int8"  # a QAT run *is* an int8 model; say so rather than silently exporting FP32
         info("QAT run: exporting its INT8 Q/DQ graph")
     check_supported(format, precision, from_qat=bool(qat), qat_flavour=(qat or {}).get("flavour"))
+    if quant_options and (precision != "int8" or qat):
+        raise UnsupportedError("quantization options apply to post-training INT8 only",
+                               hint="export an FP32 (or pruned) run with --int8")
+    if quant_options and format == "tensorrt":
+        raise UnsupportedError("mixed-precision / accuracy-control options are for the CPU runtimes",
+                               hint="use --format openvino or onnxruntime")
     tgt = _qat_target(qat, target) if qat else resolve_target(target, format)
     check_precision(tgt, format, precision)
     _check_verifiable(tgt, format, precision)
@@ -96,7 +105,7 @@ def export(run: str | Path, *, format: str = "onnx", precision: str = "fp32", ca
     writer = BundleWriter(out, force=force)
     try:
         return _export(run, desc, backend, writer, format, precision, calib_data, calib_size, max_drop,
-                       parity_samples, opset, tgt, target, key)
+                       parity_samples, opset, tgt, target, key, dict(quant_options or {}))
     except BaseException as e:
         writer.abort()
         from ..utils.io import disk_error
@@ -132,7 +141,7 @@ def _check_verifiable(tgt, fmt: str, precision: str) -> None:
 
 
 def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, max_drop, parity_samples, opset,
-            tgt, requested, key=None):
+            tgt, requested, key=None, options=None):
     import torch
 
     from ..recipe import load_recipe
@@ -177,8 +186,14 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
     if precision == "int8" and not desc.get("qat"):
         with step(f"reading {calib_size} calibration samples"):
             calib, calib_meta = calibration_batches(task, recipe, data, calib_data, calib_size)
+    options = options or {}
+    if "accuracy_control" in options:
+        ac = dict(options["accuracy_control"])
+        ac["val"] = _val_items(task, recipe, data.val, int(ac.pop("val_samples", 1000)))
+        options["accuracy_control"] = ac
     cfg = BuildConfig(format=fmt, precision=Precision(precision), target=tgt, calib=calib,
-                      from_qat=bool(desc.get("qat")), qat_quantization=(desc.get("qat") or {}).get("quantization"))
+                      from_qat=bool(desc.get("qat")), qat_quantization=(desc.get("qat") or {}).get("quantization"),
+                      options=options)
     with step(f"building {fmt}/{precision}" + (" (quantizing)" if calib is not None else "")):
         built = backend.build(onnx_tmp, tmp, cfg)
     built["model_files"].update(task.bundle_files(recipe, model, tmp))
@@ -228,6 +243,16 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
         raise GateFailed(f"export {fmt}/{precision} {status}: {reason}; bundle kept at {writer.out} marked "
                          f"{status!r}", hint=_gate_hint(precision, desc))
     return m
+
+
+def _val_items(task, recipe, val, n: int) -> list:
+    """(input, label) pairs of a seeded val subset, deployment-preprocessed (NNCF accuracy control's data)."""
+    import numpy as np
+
+    idx = np.sort(np.random.default_rng(4321).permutation(len(val))[: min(n, len(val))])
+    feeds = task.eval_inputs(val, recipe, idx)
+    x = next(iter(feeds.values()))
+    return [(x[i:i + 1], int(val.targets[j])) for i, j in enumerate(idx)]
 
 
 def _macs(model, task, recipe) -> int:
