@@ -169,6 +169,11 @@ def test_time_budget_skips_steps_with_the_reason(hostile, tmp_path):
     assert not (tmp_path / "o/prune").exists() and not (tmp_path / "o/qat").exists()
     # the float candidates still give a choice within budget
     assert st["candidates"][st["choice"]["name"]]["val_drop"] <= 1.0
+    # resumed without the budget, the skipped mixed-precision step runs (the finished ones are reused)
+    st = optimize(hostile, out=tmp_path / "o", settings=OptimizeSettings(max_drop=1.0, prune=False, qat=False,
+                                                                        backends=("onnxruntime",), **FAST),
+                  resume=True)
+    assert st["steps"]["mixed"]["status"] == "done" and st["candidates"]["onnxruntime-int8-float1"]["val_drop"] <= 1
 
 
 @pytest.mark.slow

@@ -171,7 +171,11 @@ class Search:
         atomic_write_json(self.state_path, self.state)
 
     def done(self, step: str) -> bool:
-        return self.state["steps"].get(step, {}).get("status") in ("done", "skipped")
+        """Finished, or skipped for a reason that a resume does not change (a step skipped for the time budget is
+        tried again when the search is resumed, e.g. with a longer --time-budget)."""
+        st = self.state["steps"].get(step, {})
+        return st.get("status") == "done" or (st.get("status") == "skipped"
+                                              and not str(st.get("reason", "")).startswith("time budget"))
 
     def mark(self, step: str, status: str, t: float, **detail) -> None:
         self.state["steps"][step] = {"status": status, "seconds": round(time.perf_counter() - t, 1), **detail}
@@ -363,6 +367,7 @@ class Search:
         step = f"mixed{tag}"
         if self.done(step) or not self.s.mixed:
             return
+        self.state["steps"].pop(step, None)     # an earlier time-budget skip is tried again
         t = time.perf_counter()
         for b in self.s.backends:
             plain = self.state["candidates"].get(f"{b}-int8{tag}") or {}
@@ -408,6 +413,7 @@ class Search:
             return Path(best) if best else None
         if not self.s.prune:
             return None
+        self.state["steps"].pop("prune", None)
         t = time.perf_counter()
         margin = self.int8_margin()
         if margin is None:
@@ -480,6 +486,7 @@ class Search:
             return
         if any(self.within(c) for c in self.ok(("ptq", "mixed", "pruned")) if c["precision"] == "int8"):
             return
+        self.state["steps"].pop("qat", None)
         t = time.perf_counter()
         if not self.fits("qat", self.epoch_s() * max(self.s.qat_epochs, 0.3) * 2.5 + 60):
             return
@@ -775,7 +782,11 @@ def optimize(run, *, out=None, settings: OptimizeSettings | None = None, resume:
     s.check()
     from ..targets import resolve
 
-    resolve(s.target)   # a bad --target before any work
+    tgt = resolve(s.target)   # a bad --target before any work
+    if s.device is None and tgt.name != resolve(None).name:
+        warn(f"--target {tgt.name} is not this machine's class ({resolve(None).name}) and no --device is given: "
+             f"accuracy is the target's, but latency is measured here and may rank the candidates differently "
+             f"on the target (time them there with --device)")
     out = Path(out) if out else Path(run) / "optimize"
     srch = Search(Path(run), out, s, resume)
     out.mkdir(parents=True, exist_ok=True)
