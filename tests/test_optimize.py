@@ -222,7 +222,11 @@ def test_cli_optimize_and_bad_input(hostile, tmp_path, cli):
     for args, msg in ((["--max-drop", "-1"], "--max-drop"), (["--backend", "openvin"], "Did you mean: 'openvino'"),
                       (["--time-budget", "abc"], "--time-budget"), (["--max-ratio", "1.5"], "--max-ratio"),
                       (["--profile", "fast"], "--profile"), (["--target", "x86-nope"], "--target"),
-                      (["--prune-epochs", "-1"], "--prune-epochs")):
+                      (["--prune-epochs", "-1"], "--prune-epochs"), (["--max-probes", "0"], "--max-probes"),
+                      (["--distill", "2"], "--distill"), (["--qat-epochs", "-1"], "--qat-epochs"),
+                      (["--report-profile", "x"], "--report-profile"), (["--report-data", tmp_path / "nope"],
+                                                                          "--report-data"),
+                      (["--report-data", "digits:val"], "--report-data"), (["--device", "nosuch"], "unknown device")):
         r = cli("optimize", *base, *args)
         assert r.code == 2 and msg in r.err and r.err.strip().count("\n") <= 1, (args, r.err)
     assert not out.exists()

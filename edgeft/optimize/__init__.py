@@ -753,6 +753,19 @@ class Search:
         return rep
 
 
+def _check_report_data(spec: str) -> None:
+    from ..data.images import BUILTIN
+
+    name, _, split = spec.partition(":")
+    if name in BUILTIN:
+        if split not in ("", "test", "train"):
+            raise UnsupportedError(f"--report-data {spec!r}: split {split!r} of {name}; valid are test, train")
+        return
+    if not Path(spec).expanduser().is_dir():
+        raise UnsupportedError(f"--report-data {spec!r} is neither a built-in dataset ({', '.join(BUILTIN)}[:test]) "
+                               f"nor a folder", hint="pass a folder of class sub-folders held out of training")
+
+
 def _complete_metrics(d: Path) -> dict | None:
     p = Path(d) / "metrics.json"
     if p.is_file():
@@ -782,7 +795,13 @@ def optimize(run, *, out=None, settings: OptimizeSettings | None = None, resume:
     s.check()
     from ..targets import resolve
 
-    tgt = resolve(s.target)   # a bad --target before any work
+    tgt = resolve(s.target)   # a bad --target, --device or --report-data before any work
+    if s.device is not None:
+        from ..remote import resolve_device
+
+        resolve_device(s.device)
+    if s.report_data is not None:
+        _check_report_data(s.report_data)
     if s.device is None and tgt.name != resolve(None).name:
         warn(f"--target {tgt.name} is not this machine's class ({resolve(None).name}) and no --device is given: "
              f"accuracy is the target's, but latency is measured here and may rank the candidates differently "
