@@ -117,7 +117,7 @@ def optimize(run, *, max_drop: float | None = None, backends=None, target: str |
              max_ratio: float | None = None, max_probes: int | None = None, distill: float | None = None,
              qat: bool | None = None, qat_epochs: int | None = None, mixed: bool | None = None,
              profile: str | None = None, report_profile: str | None = None, report_data: str | None = None,
-             threads: int | None = None, out=None, resume: bool = False) -> dict:
+             select: str | None = None, threads: int | None = None, out=None, resume: bool = False) -> dict:
     """The fastest verified bundle within ``max_drop`` points of val top-1 (options left None: the run's recipe
     ``optimize`` section, else its defaults); returns the search document (``choice``, ``candidates``,
     ``report``). CLI: ``edgeft optimize runs/r18 --max-drop 1.0 --time-budget 30m``"""
@@ -139,7 +139,7 @@ def optimize(run, *, max_drop: float | None = None, backends=None, target: str |
                  time_budget=str(time_budget) if time_budget is not None else None, prune=prune,
                  prune_epochs=prune_epochs, max_ratio=max_ratio, max_probes=max_probes, distill=distill, qat=qat,
                  qat_epochs=qat_epochs, mixed=mixed, profile=profile, report_profile=report_profile,
-                 report_data=report_data)
+                 report_data=report_data, select=select)
     values = (cfg or OptimizeCfg()).model_dump()
     values.update({k: v for k, v in given.items() if v is not None})
     try:

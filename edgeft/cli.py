@@ -202,6 +202,8 @@ def optimize(
     report_profile: Optional[str] = typer.Option(None, "--report-profile", help="bench profile of the test-split report"),
     report_data: Optional[str] = typer.Option(None, "--report-data", help="test data for the report (default: the "
                                               "recipe's bench data)"),
+    select: Optional[str] = typer.Option(None, "--select", help="within budget: upper (default: the paired 95% "
+                                         "upper bound of the val drop) | point (the point estimate)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="inference threads (default: all cores)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="search folder (default RUN/optimize)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted search in --out"),
@@ -213,7 +215,7 @@ def optimize(
                        device=device, time_budget=time_budget, prune=prune, prune_epochs=prune_epochs,
                        max_ratio=max_ratio, max_probes=max_probes, distill=distill, qat=qat, qat_epochs=qat_epochs,
                        mixed=mixed, profile=profile, report_profile=report_profile, report_data=report_data,
-                       threads=threads, out=out, resume=resume)
+                       select=select, threads=threads, out=out, resume=resume)
     o = Path(out or Path(run) / "optimize")
     chosen = o / "chosen"
     log.next_step(*nextsteps.after_export(Path(run), chosen), f"edgeft serve {nextsteps.q(chosen)}")

@@ -145,6 +145,8 @@ class OptimizeCfg(Section):
                                                                         "test-split report run")
     report_data: Optional[str] = Field(None, description="test data of the report (default: bench.data / the "
                                                          "built-in test split)")
+    select: Literal["upper", "point"] = Field("upper", description="within budget: upper = the paired one-sided 95% "
+                                              "upper bound of the val drop, point = the point estimate")
 
     @field_validator("time_budget")
     @classmethod

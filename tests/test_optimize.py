@@ -48,8 +48,13 @@ def test_search_recovers_int8_by_mixed_precision_and_chooses_within_budget(searc
     # every built candidate was timed in the one latency run; the choice is the fastest within budget
     timed = [x for x in c.values() if x.get("status") == "ok" and not x.get("hidden")]
     assert timed and all(x.get("p50_ms", 0) > 0 and x["p50_lo"] <= x["p50_ms"] <= x["p50_hi"] for x in timed)
+    # the paired statistics: recomputed per image against the FP32 bundle, equal to the manifest's drop (one
+    # image = 0.28 points here), the upper bound above the point estimate, 0 flips -> bound 0
+    for x in timed:
+        assert abs(x["val_drop_paired"] - x["val_drop"]) <= 0.3 and x["val_drop_ub95"] >= x["val_drop_paired"]
+        assert (x["val_flips"] == 0) == (x["val_drop_ub95"] == 0)
     ch = st["choice"]
-    within = [x for x in timed if x["val_drop"] <= 1.0 and x["kind"] != "peer"]
+    within = [x for x in timed if x["val_drop_ub95"] <= 1.0 and x["kind"] != "peer"]
     assert ch["name"] == min(within, key=lambda x: x["p50_ms"])["name"]
     assert c[ch["name"]]["kind"] != "peer" and "fastest p50" in ch["why"]
     # bf16/fp16: tried only where this target computes them natively, else recorded with the reason
@@ -226,7 +231,8 @@ def test_cli_optimize_and_bad_input(hostile, tmp_path, cli):
                       (["--distill", "2"], "--distill"), (["--qat-epochs", "-1"], "--qat-epochs"),
                       (["--report-profile", "x"], "--report-profile"), (["--report-data", tmp_path / "nope"],
                                                                           "--report-data"),
-                      (["--report-data", "digits:val"], "--report-data"), (["--device", "nosuch"], "unknown device")):
+                      (["--report-data", "digits:val"], "--report-data"), (["--device", "nosuch"], "unknown device"),
+                      (["--select", "mean"], "--select")):
         r = cli("optimize", *base, *args)
         assert r.code == 2 and msg in r.err and r.err.strip().count("\n") <= 1, (args, r.err)
     assert not out.exists()
