@@ -9,11 +9,9 @@ KIND_STYLE = {"float": ("#4c72b0", "o"), "ptq": ("#dd8452", "s"), "mixed": ("#55
 
 
 def _save(fig, path: Path) -> Path:
-    from ..utils.io import atomic_path
+    from ..utils.io import atomic_write_with
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     return path
 
 
@@ -35,6 +33,10 @@ def pareto_plot(cands: list[dict], max_drop: float, chosen: str | None, front: s
         yerr = [[max(y - c.get("val_drop_lo", y), 0.0)], [max(c.get("val_drop_hi", y) - y, 0.0)]]
         ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=marker, color=color, ms=7, capsize=2, lw=0.8,
                     alpha=0.95 if c["name"] in front else 0.55)
+    ubs = [c for c in pts if c.get("val_drop_ub95") is not None]
+    if ubs:   # the selection rule: the paired upper bound of the drop must be under the budget line
+        ax.scatter([c["p50_ms"] for c in ubs], [c["val_drop_ub95"] for c in ubs], marker="_", s=160, color="#111",
+                   lw=1.5, label="paired 95% upper bound of the drop (what must be within the budget)")
     for i, c in enumerate(sorted(pts, key=lambda c: (c["p50_ms"], c["val_drop"]))):
         # neighbours alternate above/below so labels of (nearly) coincident points stay readable
         ax.annotate(c["name"], (c["p50_ms"], c["val_drop"]), textcoords="offset points",
