@@ -211,6 +211,10 @@ export: {{calib_size: 32, parity_samples: 32}}
         assert au["positives"] > 0 and au["negative_hours"] > 0 and au["rtf_wall"] > 0 and au["rtf_cpu"] > 0
         assert au["realtime_asfast_match"] and len(au["roc"]) >= 5 and au["chunk_latency"]["count"] > 0
         assert au["frr_ci95"][0] <= au["frr"] <= au["frr_ci95"][1]
+        op = au["frr_at_1fa_h"]     # a smoke stream has minutes of negative audio: 1 FA/h is not resolvable
+        assert op["target_fa_per_hour"] == 1.0 and op["resolvable"] is False and op["thresholds_swept"] == 66
+        assert op["frr"] is None or (0 <= op["frr"] <= 1 and op["fa"] == 0)
+    assert "FRR @1 FA/h" in (tmp_path / "bench" / "result.md").read_text()
     # the same prune and QAT stages work for keyword spotting (one code path)
     r = cli("prune", run, "--ratio", "0.25", "--round-to", "1", "--epochs", "1", "--out", tmp_path / "p")
     assert r.code == 0, r.err
@@ -243,3 +247,34 @@ def test_real_human_speech_reads_through_the_front_end():
     if kl:
         audio, label, src = kl[0]
         assert label in KEYWORDS and len(audio) > 1000
+
+
+def test_frr_at_one_false_accept_per_hour_from_the_det_curve():
+    """The operating point for 1 FA/h: the lowest FRR among swept thresholds whose FA/h is at most 1, with whether
+    the negative audio can resolve that rate at all."""
+    import numpy as np
+
+    from edgeft.bench.kws_scoring import frr_at_fa
+
+    hop = 0.02
+    labels, kw = ["_silence_", "_unknown_", "yes"], [2]
+    pos = np.zeros((3000, 3), np.float32)           # 60 s: two keywords, detected at 0.9 right after they end
+    truth = {"events": [{"label": "yes", "start_s": 10.0, "end_s": 10.5}, {"label": "yes", "start_s": 30.0,
+                                                                           "end_s": 30.5}], "length_sec": 60.0}
+    for t in (10.6, 30.6):
+        pos[int(t / hop)] = [0, 0.1, 0.9]
+    neg = np.zeros((int(7200 / hop), 3), np.float32)   # 2 h of negative audio: three 0.6 peaks and one 0.8
+    for t, v in ((100, 0.6), (2000, 0.6), (4000, 0.6), (6000, 0.8)):
+        neg[int(t / hop)] = [0, 1 - v, v]
+    r = frr_at_fa(pos, neg, truth, 7200.0, labels, kw, hop, 1.0, target_fa_per_hour=1.0)
+    assert r["resolvable"] and r["frr"] == 0.0
+    assert 0.6 < r["threshold"] <= 0.8 and r["fa"] == 1 and r["fa_per_hour"] <= 1.0   # one 0.8 peak in ~2 h
+    r = frr_at_fa(pos, neg, truth, 7200.0, labels, kw, hop, 1.0, target_fa_per_hour=0.1)   # no false accept
+    assert r["threshold"] > 0.8 and r["fa"] == 0 and r["frr"] == 0.0
+    short = neg[: int(360 / hop)]                                          # 6 minutes: 1 FA/h is not resolvable
+    r = frr_at_fa(pos, short, truth, 360.0, labels, kw, hop, 1.0, target_fa_per_hour=1.0)
+    assert not r["resolvable"] and "zero false accepts" in r["note"] and r["fa"] == 0
+    pos_weak = pos * 0.5                                                   # keywords peak at 0.45 < every threshold
+    r = frr_at_fa(pos_weak, neg, truth, 7200.0, labels, kw, hop, 1.0, target_fa_per_hour=1.0,
+                  thresholds=[0.5, 0.7, 0.9])
+    assert r["frr"] == 1.0

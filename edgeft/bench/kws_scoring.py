@@ -81,3 +81,27 @@ def roc(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refract
         c = combine(p, n)
         rows.append({"threshold": th, "frr": c["frr"], "fa_per_hour": c["fa_per_hour"], "fa": c["fa"]})
     return rows
+
+
+def frr_at_fa(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s,
+              target_fa_per_hour: float = 1.0, thresholds=None) -> dict:
+    """The operating point for a false-accept budget, from a dense threshold sweep of the DET curve: the lowest
+    false-reject rate among thresholds whose false accepts per hour (both streams' negative time) are at most
+    ``target_fa_per_hour``. ``resolvable`` says whether the negative audio is long enough to tell that rate from
+    zero (at least 1 / target hours); when it is not, the point is "FRR at zero false accepts in H hours"."""
+    grid = thresholds if thresholds is not None else [round(float(t), 4) for t in np.linspace(0.05, 0.995, 64)] + \
+        [0.998, 0.999]
+    rows = roc(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s, thresholds=grid)
+    ok = [r for r in rows if r["fa_per_hour"] is not None and r["fa_per_hour"] <= target_fa_per_hour]
+    p = score([], truth_pos["events"], truth_pos["length_sec"])
+    hours = p["negative_hours"] + len_neg_s / 3600
+    out = {"target_fa_per_hour": target_fa_per_hour, "negative_hours": round(hours, 4),
+           "resolvable": hours * target_fa_per_hour >= 1.0, "thresholds_swept": len(grid)}
+    if not ok:
+        return {**out, "threshold": None, "frr": None, "fa_per_hour": None,
+                "note": f"no swept threshold up to {grid[-1]} keeps false accepts at {target_fa_per_hour:g}/h or below"}
+    best = min(ok, key=lambda r: (r["frr"], r["threshold"]))
+    note = "" if out["resolvable"] else (f"only {hours:.3f} h of negative audio: the smallest non-zero rate is "
+                                         f"{1 / hours:.1f} FA/h, so this is the FRR at zero false accepts")
+    return {**out, "threshold": best["threshold"], "frr": best["frr"], "fa_per_hour": best["fa_per_hour"],
+            "fa": best["fa"], "note": note}

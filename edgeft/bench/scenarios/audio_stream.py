@@ -18,7 +18,7 @@ from ...stats import summarize
 from ...utils.log import info
 from ..audio_data import STREAM_SIZES, build_streams, load_stream
 from ..harness import accuracy_run, load_ctx_samples
-from ..kws_scoring import combine, roc, score
+from ..kws_scoring import combine, frr_at_fa, roc, score
 from . import Scenario
 
 
@@ -115,6 +115,9 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof) -> 
     hop_ms = det.hop_ms
     rows = roc(ra["posteriors"], rn["posteriors"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
                neg["truth"]["length_sec"] if neg else 0.0, model.labels, det.kw_idx, hop_ms / 1000, det.refractory_s)
+    at_1fa = frr_at_fa(ra["posteriors"], rn["posteriors"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
+                       neg["truth"]["length_sec"] if neg else 0.0, model.labels, det.kw_idx, hop_ms / 1000,
+                       det.refractory_s, target_fa_per_hour=1.0)
     fa_claim = _fa_claim(comb)
     audio = {
         "mode": mode, "hop_ms": hop_ms, "window_ms": 1000 * model.frames * model.lm.hop / model.lm.sample_rate,
@@ -129,7 +132,7 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof) -> 
         "max_backlog_ms": rt["max_backlog_ms"] if rt else None,
         "algorithmic_latency_ms": det.algorithmic_latency_ms(),
         "detection_latency_wall_ms": summarize(wall_lat) if wall_lat else None,
-        **comb, "roc": rows, "realtime_asfast_match": match, "realtime_asfast_detail": detail, "fa_claim": fa_claim,
+        **comb, "roc": rows, "frr_at_1fa_h": at_1fa, "realtime_asfast_match": match, "realtime_asfast_detail": detail, "fa_claim": fa_claim,
     }
     row = {"artifact": a, "name": f"{a.name}/{mode}", "accuracy": acc, "audio": audio,
             "latency": {"e2e": summarize(comp), "infer": summarize(inf)}, "_raw": comp.tolist(),
