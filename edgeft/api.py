@@ -123,12 +123,10 @@ def optimize(run, *, max_drop: float | None = None, backends=None, target: str |
     ``report``). CLI: ``edgeft optimize runs/r18 --max-drop 1.0 --time-budget 30m``"""
     from pydantic import ValidationError
 
-    from .errors import UnsupportedError
+    from .errors import UnsupportedError, did_you_mean
+    from .optimize import BACKENDS
     from .optimize import optimize as _optimize
     from .sections import OptimizeCfg
-
-    from .errors import did_you_mean
-    from .optimize import BACKENDS
 
     valid = (*BACKENDS, "tensorrt")
     for b in backends or ():

@@ -45,24 +45,21 @@ def _nncf_ptq(model, calib: list[dict[str, np.ndarray]], target, options: dict |
     items = [{k: v[i:i + 1] for k, v in b.items()} for b in calib for i in range(next(iter(b.values())).shape[0])]
     if all(len(it) == 1 for it in items):
         items = [next(iter(it.values())) for it in items]
-    why = f"target {target.name}: " + ("int8 dot products without saturation (VNNI or non-x86)" if vnni
-                                       else "x86 without VNNI: 7-bit weights")
+    base = {"method": "ptq", "tool": f"nncf {nncf.__version__} (OpenVINO backend)",
+            "format": "FakeQuantize (OpenVINO IR)", "qdq_flavour": "openvino_fq"}
     if options.get("nncf_defaults"):
         with captured("nncf.quantize"):
             q = nncf.quantize(model, nncf.Dataset(items))
-        info = {"method": "ptq", "tool": f"nncf {nncf.__version__} (OpenVINO backend)",
-                "preset": "NNCF defaults (nncf.quantize(model, dataset), nothing else set)",
-                "overflow_fix": "NNCF default (first_layer)", "format": "FakeQuantize (OpenVINO IR)",
-                "qdq_flavour": "openvino_fq", "peer": "plain NNCF PTQ defaults"}
-        return q, {**info, **_float_layers(q)}
+        return q, {**base, "preset": "NNCF defaults (nncf.quantize(model, dataset), nothing else set)",
+                   "overflow_fix": "NNCF default (first_layer)", "peer": "plain NNCF PTQ defaults", **_float_layers(q)}
     params = dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(items), fast_bias_correction=True)
     adv_q = nncf.AdvancedQuantizationParameters(overflow_fix=fix)
     if options.get("exclude"):
         params["ignored_scope"] = nncf.IgnoredScope(names=list(options["exclude"]), validate=False)
     ac = options.get("accuracy_control")
-    info = {"method": "ptq", "tool": f"nncf {nncf.__version__} (OpenVINO backend)",
-            "preset": "performance (symmetric int8 weights and activations)", "overflow_fix": fix.value,
-            "reason": why, "format": "FakeQuantize (OpenVINO IR)", "qdq_flavour": "openvino_fq"}
+    info = {**base, "preset": "performance (symmetric int8 weights and activations)", "overflow_fix": fix.value,
+            "reason": f"target {target.name}: " + ("int8 dot products without saturation (VNNI or non-x86)" if vnni
+                                                   else "x86 without VNNI: 7-bit weights")}
     if ac:
         val = ac["val"]
         n_in = len(model.inputs)
