@@ -946,7 +946,8 @@ def listen(
 @data_app.command("make-kws")
 def data_make_kws(out: Optional[Path] = typer.Option(None, "--out", "-o", help="default ~/.cache/edgeft/..."),
                   seed: int = typer.Option(0, "--seed")):
-    """Generate the built-in keyword dataset offline with espeak-ng + flite (deterministic, cached)."""
+    """Generate the built-in keyword dataset offline: espeak-ng + flite + festival, real human speech as _unknown_
+    (deterministic, cached)."""
     from .data.audio import make_kws_tts
 
     p = make_kws_tts(out, seed=seed)
@@ -963,7 +964,8 @@ def data_make_stream(out: Path = typer.Option(..., "--out", "-o", help="folder f
                      data: str = typer.Option("speech-commands-tts:test", "--data"),
                      profile: str = typer.Option("dev", "--profile", help="smoke | quick | dev | report (stream lengths)"),
                      seed: int = typer.Option(0, "--seed")):
-    """Build the seeded long keyword streams (positive + negative-only) with MLPerf-Tiny-style truth files."""
+    """Build the seeded long keyword streams (positive, negative-only, real-speech-only) with MLPerf-Tiny-style truth
+    files."""
     from .bench.audio_data import build_streams
     from .data.audio import KEYWORDS, SILENCE, UNKNOWN
 

@@ -13,11 +13,13 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---- system packages: real offline data + TTS for the keyword-spotting set + a C++ compiler for NNCF
 #      + OpenSSH (bench on a device; the tests run a real sshd on 127.0.0.1)
-APT_PKGS=(dataset-fashion-mnist espeak-ng flite sox pocketsphinx-testdata klettres-data g++ openssh-client openssh-server)
+APT_PKGS=(dataset-fashion-mnist espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata klettres-data g++ openssh-client openssh-server)
 missing=()
 [[ -d /usr/share/datasets/fashion-mnist ]] || missing+=(dataset-fashion-mnist)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v flite >/dev/null || missing+=(flite)
+command -v text2wave >/dev/null || missing+=(festival)
+[[ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]] || missing+=(festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
 command -v sox >/dev/null || missing+=(sox)
 [[ -d /usr/share/pocketsphinx/test/data ]] || missing+=(pocketsphinx-testdata)
 [[ -d /usr/share/klettres ]] || missing+=(klettres-data)

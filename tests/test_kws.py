@@ -121,7 +121,7 @@ def tiny_kws_data(tmp_path_factory):
         pytest.skip("espeak-ng not installed")
     d = tmp_path_factory.mktemp("kws") / "sc"
     make_kws_tts(d, renditions=1, unknown_per_speaker=3, silence=40, dialects=["en-us", "en-gb", "en-029"],
-                 variants=["m1", "m3", "f1", "f2", "klatt", "Andy"], flite_voices=[], real_unknown=False)
+                 variants=["m1", "m3", "f1", "f2", "klatt", "Andy"], flite_voices=[], real_unknown=False, festival=[])
     return d
 
 
@@ -154,16 +154,25 @@ val_percent: 25
 test_percent: 25
 train: {{epochs: 2, batch_size: 32}}
 export: {{calib_size: 32, parity_samples: 32}}
+augment_audio: {{reverb_prob: 0.5, eq_prob: 0.5, rooms: 4}}
+mining: {{rounds: 1, minutes: 0.5, min_score: 0.05, max_clips: 20}}
+stream: {{calibration_minutes: 0.5}}
 """)
     run = tmp_path / "run"
     r = cli("finetune", "--recipe", recipe, "--out", run)
     assert r.code == 0, r.err
+    mined = np.load(run / "hard_negatives_0.npz")["clips"]           # mined at epoch 2 of 2, kept for --resume
+    assert mined.dtype == np.int16 and mined.shape[1] == 16000 and len(mined) <= 20
     for fmt, prec in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8")):
         r = cli("export", run, "--format", fmt, *(["--int8"] if prec == "int8" else []))
         assert r.code == 0, r.err
         m = json.loads((run / "bundles" / f"{fmt}-{prec}" / "manifest.json").read_text())
         assert m["preprocess"]["kind"] == "logmel" and m["stream"]["hop_ms"] == 20
         assert m["streaming_model"]["new_frames"] == 2 and m["parity"]["streaming"]["max_abs_diff"] < 1e-4
+        cal = m["stream"]["calibration"]          # each bundle's own threshold, from the validation streams
+        assert m["stream"]["threshold"] == cal["threshold"] and cal["target_fa_per_hour"] == 1.0
+        assert cal["fa"] <= cal["fa_allowed"] or not cal["met"]
+        assert "val split" in cal["stream"]["negative"] and cal["positive_keywords"] > 0
     b = run / "bundles" / "onnxruntime-fp32"
     wav = next((tiny_kws_data / "yes").glob("*.wav"))
     r = cli("predict", b, wav, "--json")
@@ -178,6 +187,13 @@ export: {{calib_size: 32, parity_samples: 32}}
         s = replay(KwsDetector(model, "streaming", threshold=0.3), audio)
         rt = replay(KwsDetector(model, "streaming", threshold=0.3), audio, realtime=True)
     assert np.abs(w["posteriors"] - s["posteriors"]).max() < 1e-4
+    with runtime.load(b) as model:                  # the batched scorer (calibration) = the detector, hop by hop
+        from edgeft.runtime.kws import window_posteriors
+
+        det = KwsDetector(model, "window")
+        wp = window_posteriors(lambda x: model.runner.infer({"input": x})["logits"], model.lm, model.frames, audio,
+                               det.hop, det.smooth, batch=7)
+    assert wp.shape == w["posteriors"].shape and np.abs(wp - w["posteriors"]).max() < 1e-5
     assert [d["t_s"] for d in rt["detections"]] == [d["t_s"] for d in s["detections"]]
     assert rt["audio_s"] == pytest.approx(len(audio) // 320 * 0.02) and rt["max_backlog_ms"] < 1000
     write_wav(tmp_path / "talk.wav", audio)
@@ -278,3 +294,167 @@ def test_frr_at_one_false_accept_per_hour_from_the_det_curve():
     r = frr_at_fa(pos_weak, neg, truth, 7200.0, labels, kw, hop, 1.0, target_fa_per_hour=1.0,
                   thresholds=[0.5, 0.7, 0.9])
     assert r["frr"] == 1.0
+
+
+def _toy_det_curve():
+    hop = 0.02
+    labels, kw = ["_silence_", "_unknown_", "yes"], [2]
+    truth = {"events": [{"label": "yes", "start_s": 10.0 + 5 * i, "end_s": 10.5 + 5 * i} for i in range(10)],
+             "length_sec": 70.0}
+    pos = np.zeros((int(70 / hop), 3), np.float32)       # ten keywords scoring 0.55, 0.6, ... 1.0
+    for i in range(10):
+        v = 0.55 + 0.05 * i
+        pos[int((10.6 + 5 * i) / hop)] = [0, 1 - v, v]
+    neg = np.zeros((int(3600 / hop), 3), np.float32)     # 1 h of negative audio: peaks 0.5 x3, 0.62, 0.75
+    for t, v in ((100, 0.5), (900, 0.5), (1500, 0.5), (2000, 0.62), (3000, 0.75)):
+        neg[int(t / hop)] = [0, 1 - v, v]
+    return pos, neg, truth, labels, kw, hop
+
+
+def test_fa_at_frr_and_threshold_calibration():
+    """FA/h at FRR <= 10% is the highest threshold keeping 9 of 10 keywords; calibration picks the lowest threshold
+    whose false accepts fit the budget (target x negative hours, at least 'none')."""
+    from edgeft.bench.kws_scoring import choose_threshold, fa_at_frr
+
+    pos, neg, truth, labels, kw, hop = _toy_det_curve()
+    r = fa_at_frr(pos, neg, truth, 3600.0, labels, kw, hop, 1.0, max_frr=0.10)
+    assert r["frr"] <= 0.10 and 0.55 < r["threshold"] <= 0.6 and r["fa"] == 2      # 0.62 and 0.75 still fire
+    assert r["fa_per_hour_ub95"] > r["fa_per_hour"] > 0
+    r = fa_at_frr(pos, neg, truth, 3600.0, labels, kw, hop, 1.0, max_frr=0.5)
+    assert r["fa"] == 0 and r["frr"] == 0.5                 # keep 5 of 10: above 0.75, no false accept
+    c = choose_threshold(pos, neg, truth, 3600.0, labels, kw, hop, 1.0, target_fa_per_hour=1.0)
+    assert c["met"] and c["fa_allowed"] == 1 and c["fa"] == 1 and 0.62 < c["threshold"] <= 0.75
+    c = choose_threshold(pos, neg[: int(900 / hop)], truth, 900.0, labels, kw, hop, 1.0, target_fa_per_hour=1.0)
+    assert c["fa_allowed"] == 0 and c["fa"] == 0 and 0.5 < c["threshold"] <= 0.55   # 15 min: no false accept
+
+
+def test_mfcc_features_match_torchaudio_dct_and_stream():
+    import torchaudio
+
+    from edgeft.runtime.features import dct_matrix
+    from edgeft.tasks.kws.task import torch_logmel
+
+    assert np.abs(torchaudio.functional.create_dct(10, 40, norm="ortho").numpy() - dct_matrix(10, 40)).max() < 1e-6
+    lm = LogMel(win=480, hop=320, n_fft=512, f_max=4000, n_mfcc=10)           # MLPerf Tiny: 49 x 10
+    x = (np.random.default_rng(3).standard_normal(16000) * 0.1).astype(np.float32)
+    f = lm.clip_features(x)
+    assert f.shape == (10, 49) and lm.spec()["kind"] == "mfcc" and LogMel.from_spec(lm.spec()) == lm
+    assert np.abs(torch_logmel(torch.from_numpy(x)[None], lm)[0].numpy() - f).max() < 1e-4
+    mel = LogMel(win=480, hop=320, n_fft=512, f_max=4000).clip_features(x)
+    assert np.abs(mel.T @ dct_matrix(10, 40) - f.T).max() < 1e-3
+    s = StreamingLogMel(lm)
+    assert np.abs(np.concatenate([s.accept(x[i:i + 320]) for i in range(0, 16000, 320)], 1) - f).max() < 1e-5
+    assert lm.silence_column().shape == (10, 1)
+
+
+def test_room_and_microphone_augmentation(tmp_path, monkeypatch):
+    """Reverberation spreads a click's energy over time, the microphone response cuts high frequencies, and the
+    clip's level is kept; a small seeded bank of simulated rooms is cached."""
+    pytest.importorskip("pyroomacoustics")
+    from edgeft.data.rir import rir_bank
+    from edgeft.tasks.kws.recipe import AudioAugmentCfg
+    from edgeft.tasks.kws.task import room_and_mic
+
+    monkeypatch.setenv("EDGEFT_CACHE", str(tmp_path))
+    bank = rir_bank(n=3, rt60=(0.4, 0.6))
+    assert len(bank) == 3 and all(np.argmax(np.abs(h)) == 0 and abs(np.sum(h ** 2) - 1) < 1e-4 for h in bank)
+    assert len(list((tmp_path / "rir").glob("*.npz"))) == 1 and np.allclose(rir_bank(n=3, rt60=(0.4, 0.6))[0], bank[0])
+    x = torch.zeros(4, 16000)
+    x[:, 2000:2040] = 0.5                                   # a 2.5 ms click
+    g = torch.Generator().manual_seed(0)
+    y = room_and_mic(x, AudioAugmentCfg(reverb_prob=1.0, rt60_s=(0.4, 0.6), rooms=3), LogMel(), g)
+    tail = lambda z: float(z[:, 4000:].pow(2).sum())        # noqa: E731  energy 125 ms after the click
+    assert tail(y) > 100 * tail(x) + 1e-3 and torch.allclose(y.pow(2).mean(1), x.pow(2).mean(1), rtol=1e-3)
+    n = torch.randn(8, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
+    e = room_and_mic(n, AudioAugmentCfg(eq_prob=1.0), LogMel(), g)
+    hi = lambda z: float(torch.fft.rfft(z).abs()[:, 7000:].pow(2).mean())  # noqa: E731  above 7 kHz
+    assert hi(e) < 0.8 * hi(n)
+    same = room_and_mic(n, AudioAugmentCfg(), LogMel(), g)
+    assert same is n                                        # both off: untouched
+
+
+def test_hard_negative_mining_picks_the_windows_that_fire():
+    """A model that fires on loud audio: mining returns its highest-scoring windows, 1 s apart, above min_score."""
+    from edgeft.tasks.kws.recipe import KwsRecipe
+    from edgeft.tasks.kws.task import KwsSplit, mine_hard_negatives
+
+    classes = KEYWORDS + ["_unknown_", "_silence_"]
+
+    class Loud(torch.nn.Module):
+        def forward(self, x):                               # keyword "yes" logit grows with the window's energy
+            e = x.flatten(1).mean(1)
+            out = torch.zeros(len(x), len(classes))
+            out[:, 0] = (e + 8) * 3
+            return out
+
+    rng = np.random.default_rng(0)
+    clips = (rng.standard_normal((20, 16000)) * 0.2 * 32767 / 4).astype(np.int16)
+    split = KwsSplit(clips, np.full(20, classes.index("_unknown_")), ["s"] * 20)
+    r = KwsRecipe.model_validate({"task": "kws", "model": {"name": "test_kws"}, "mining": {"rounds": 1, "minutes": 0.5, "min_score": 0.2,
+                                                            "max_clips": 5}})
+    got, meta = mine_hard_negatives(Loud(), split, classes, r, [], "cpu", seed=0)
+    assert 1 <= len(got) <= 5 and got.shape[1] == 16000 and got.dtype == np.int16 and meta["max_score"] > 0.2
+    assert meta["minutes"] == pytest.approx(0.5, abs=0.05)
+
+
+def _speech_commands_folder(src, dst):
+    """The tiny TTS set rewritten in Speech Commands v0.02's published layout: one folder per word,
+    <speaker-hash>_nohash_<n>.wav, _background_noise_/, validation_list.txt and testing_list.txt, no _silence_."""
+    import hashlib
+
+    from edgeft.data.audio import which_split
+
+    lists = {"val": [], "test": []}
+    for f in sorted(src.rglob("*.wav")):
+        if f.parent.name == "_background_noise_":
+            (dst / "_background_noise_").mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, dst / "_background_noise_" / f.name)
+            continue
+        if f.parent.name == "_silence_":
+            continue
+        spk, rest = f.stem.split("__")
+        word, r = rest.rsplit("_", 1)
+        name = f"{hashlib.sha1(spk.encode()).hexdigest()[:8]}_nohash_{r}.wav"
+        (dst / word).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst / word / name)
+        s = which_split(spk, 25, 25)
+        if s in lists:
+            lists[s].append(f"{word}/{name}")
+    (dst / "validation_list.txt").write_text("\n".join(lists["val"]) + "\n")
+    (dst / "testing_list.txt").write_text("\n".join(lists["test"]) + "\n")
+    return lists
+
+
+@pytest.mark.slow
+@needs_tts
+def test_speech_commands_mlperf_recipe_on_a_tiny_folder(tiny_kws_data, tmp_path, cli):
+    """The MLPerf Tiny recipe on a folder laid out like speech_commands_v0.02: the lists decide the splits,
+    _unknown_ is cut to 10% and _silence_ cut from the noise files to 10%, features are 49 x 10 MFCCs, and the
+    exported bundle (with its calibrated threshold) runs through the torch-free runtime."""
+    sc = tmp_path / "speech_commands_v0.02"
+    lists = _speech_commands_folder(tiny_kws_data, sc)
+    run = tmp_path / "run"
+    r = cli("finetune", "--recipe", "kws/speech_commands_mlperf", "--data", sc, "--out", run, "--epochs", "1",
+            "--set", "stream.calibration_minutes=0.5", "--set", "train.batch_size=32")
+    assert r.code == 0, r.err
+    split = json.loads((run / "split.json").read_text())
+    assert split["split"] == "lists"
+    m = json.loads((run / "metrics.json").read_text())
+    cm = np.asarray(m["confusion_matrix"])                 # test split: rows = true class
+    per_class = cm.sum(1)
+    assert per_class[:10].sum() == sum(1 for f in lists["test"] if f.split("/")[0] in KEYWORDS)   # the list's clips
+    assert per_class[-1] > 0 and abs(per_class[-1] / per_class.sum() - 0.10) < 0.04     # _silence_ ~10%
+    assert per_class[-2] / per_class.sum() <= 0.11                                      # _unknown_ <= ~10%
+    r = cli("export", run, "--format", "onnxruntime")
+    assert r.code == 0, r.err
+    b = run / "bundles" / "onnxruntime-fp32"
+    man = json.loads((b / "manifest.json").read_text())
+    assert man["preprocess"]["kind"] == "mfcc" and man["inputs"][0]["shape"][1:] == [1, 10, 49]
+    cal = man["stream"]["calibration"]
+    assert 0 < man["stream"]["threshold"] < 1 and cal["target_fa_per_hour"] == 1.0 and cal["positive_keywords"] > 0
+    wav = next((sc / "yes").glob("*.wav"))
+    r = cli("predict", b, wav, "--json")
+    assert r.code == 0 and json.loads(r.out)[0]["top"][0]["label"] in man["labels"]
+    r = cli("finetune", "--recipe", "kws/speech_commands_mlperf", "--out", tmp_path / "r2", "--epochs", "1",
+            "--data", tmp_path / "missing")
+    assert r.code == 2 and "does not exist" in r.err and r.err.count("\n") == 1, r.err

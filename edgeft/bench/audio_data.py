@@ -19,20 +19,26 @@ STREAM_SIZES = {  # (positive keywords, negative minutes, realtime seconds)
 }
 
 
-def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, seed: int = 0) -> dict:
+def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, seed: int = 0, *,
+                  val_pct: float = 10.0, test_pct: float = 10.0, real_speech: bool = True,
+                  sizes: tuple | None = None) -> dict:
     """Seeded long streams from held-out clips: a positive stream (every selected keyword once, with unknown
     words and real read speech in between, over background noise at 10 dB SNR) and a negative-only stream
-    (no keywords) for false accepts per hour. Written as wav + MLPerf-Tiny-style truth JSON."""
-    files, split = kws_files(spec, labels)
-    n_pos, neg_min, _ = STREAM_SIZES[profile]
+    (no keywords) for false accepts per hour. Written as wav + MLPerf-Tiny-style truth JSON.
+
+    ``real_speech``: add the LibriVox/cards recordings of pocketsphinx-testdata (test streams only: they are
+    never in training or calibration). ``sizes``: (positives, negative minutes) instead of the profile's."""
+    files, split = kws_files(spec, labels, val_pct, test_pct)
+    n_pos, neg_min = sizes if sizes is not None else STREAM_SIZES[profile][:2]
     kws = [it for it in files.splits[split] if it.label not in (UNKNOWN, SILENCE)]
     unk = [it for it in files.splits[split] if it.label == UNKNOWN]
     rng = np.random.default_rng(seed)
     kws = [kws[i] for i in rng.permutation(len(kws))[:n_pos]]
     pos = [(read_wav(it.path), it.label) for it in kws]
     negs = [read_wav(it.path) for it in unk]
+    n_real_unknown = sum(1 for it in unk if it.path.parent.name == "_real_unknown_")
     real = []
-    for f in real_speech_files():      # real human read speech (LibriVox), never used for training
+    for f in (real_speech_files() if real_speech else []):   # real human read speech (LibriVox), never trained on
         try:
             real.append(read_wav(f))
         except DataError:
@@ -42,17 +48,55 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
     a, ev = make_stream(pos, negs + real, noise or [], pos_s, seed=seed, snr_db=10.0, gap_s=(1.0, 2.5))
     b, ev_neg = make_stream([], negs + real, noise or [], neg_min * 60, seed=seed + 1, snr_db=10.0, gap_s=(0.3, 2.0))
     assert not ev_neg
+    streams = [("positive", a, ev), ("negative", b, [])]
+    if real:    # real human speech only: what a detector left running in a room would hear
+        c, _ = make_stream([], real, noise or [], neg_min * 60, seed=seed + 2, snr_db=10.0, gap_s=(0.3, 2.0))
+        streams.append(("negative_real", c, []))
     out_dir.mkdir(parents=True, exist_ok=True)
     res = {}
-    for name, audio, events in (("positive", a, ev), ("negative", b, [])):
+    for name, audio, events in streams:
         wav = out_dir / f"stream_{name}.wav"
         write_wav(wav, audio)
         truth = {"wav_file": wav.name, "sample_rate": SR, "length_sec": round(len(audio) / SR, 3), "events": events,
                  "source": f"{spec} ({split} split), seed {seed}, background noise at 10 dB SNR below the speech",
-                 "negative_speech": f"{len(negs)} unknown-word clips + {len(real)} real read-speech recordings"}
+                 "negative_speech": f"{len(real)} real human speech recordings (pocketsphinx-testdata, codec2-examples, "
+                                    f"warzone2100-data), nothing else" if name == "negative_real" else
+                 f"{len(negs)} unknown-word clips ({n_real_unknown} of them real human speech) + "
+                 f"{len(real)} real speech recordings"}
         (out_dir / f"stream_{name}.json").write_text(json.dumps(truth, indent=1))
         res[name] = {"audio": audio, "truth": truth, "path": str(wav)}
     return res
+
+
+def data_fingerprint(spec: str) -> str:
+    """What identifies the audio behind ``spec`` for stream caches: the built-in set's versioned folder, or a
+    folder's and its word folders' modification times (adding or removing a wav changes them)."""
+    from ..data.audio import TTS_NAME, tts_dir
+
+    name = spec.partition(":")[0]
+    root = tts_dir() if name == TTS_NAME else Path(name).expanduser()
+    if not root.is_dir():
+        return name
+    parts = [str(root.resolve())] + [f"{d.name}:{d.stat().st_mtime_ns}" for d in sorted(root.iterdir()) if d.is_dir()]
+    return "|".join(parts)
+
+
+def validation_streams(source: str, labels: list[str], negative_minutes: float, val_pct: float, test_pct: float,
+                       seed: int = 0, max_positives: int = 200) -> dict:
+    """The calibration streams: the val split only (its keywords; its unknown words, real speakers included),
+    no test audio; cached by what defines them."""
+    import hashlib
+
+    from ..utils.io import cache_dir
+
+    key = hashlib.sha1(f"{source}|{data_fingerprint(source)}|{labels}|{negative_minutes}|{val_pct}|{test_pct}|{seed}|"
+                       f"{max_positives}|val-v1".encode()).hexdigest()[:12]
+    d = cache_dir("streams", key)
+    if (d / "stream_negative.json").is_file():
+        return {"positive": load_stream(str(d / "stream_positive.wav")),
+                "negative": load_stream(str(d / "stream_negative.wav"))}
+    return build_streams(f"{source}:val", labels, "dev", d, seed=seed + 7, val_pct=val_pct, test_pct=test_pct,
+                         real_speech=False, sizes=(max_positives, negative_minutes))
 
 
 def load_stream(wav: str) -> dict:

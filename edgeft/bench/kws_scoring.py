@@ -71,13 +71,17 @@ def detections_from_posteriors(post: np.ndarray, labels: list[str], kw_idx: list
 
 
 def roc(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s,
-        thresholds=None) -> list[dict]:
+        thresholds=None, negative_only: bool = False) -> list[dict]:
+    """FRR (positive stream) and false accepts per threshold; false accepts count both streams' non-keyword time,
+    or the negative stream's alone (``negative_only``)."""
     thresholds = thresholds if thresholds is not None else [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
     rows = []
     for th in thresholds:
         p = score(detections_from_posteriors(post_pos, labels, kw_idx, hop_s, th, refractory_s), truth_pos["events"],
                   truth_pos["length_sec"])
         n = score(detections_from_posteriors(post_neg, labels, kw_idx, hop_s, th, refractory_s), [], len_neg_s)
+        if negative_only:
+            p = {**p, "fa": 0, "negative_hours": 0.0}
         c = combine(p, n)
         rows.append({"threshold": th, "frr": c["frr"], "fa_per_hour": c["fa_per_hour"], "fa": c["fa"]})
     return rows
@@ -105,3 +109,51 @@ def frr_at_fa(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, r
                                          f"{1 / hours:.1f} FA/h, so this is the FRR at zero false accepts")
     return {**out, "threshold": best["threshold"], "frr": best["frr"], "fa_per_hour": best["fa_per_hour"],
             "fa": best["fa"], "note": note}
+
+
+DENSE_GRID = [round(float(t), 4) for t in np.linspace(0.05, 0.995, 64)] + [0.998, 0.999]
+
+
+def fa_at_frr(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s,
+              max_frr: float = 0.10, thresholds=None, negative_only: bool = False) -> dict:
+    """The other operating point: the fewest false accepts per hour among thresholds whose false-reject rate on
+    the positive stream is at most ``max_frr`` (the highest such threshold, on the dense sweep), with the exact
+    Poisson 95% upper bound of that rate."""
+    from ..stats import poisson_upper
+
+    grid = thresholds if thresholds is not None else DENSE_GRID
+    rows = roc(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s, thresholds=grid,
+               negative_only=negative_only)
+    p = score([], truth_pos["events"], truth_pos["length_sec"])
+    hours = (0.0 if negative_only else p["negative_hours"]) + len_neg_s / 3600
+    ok = [r for r in rows if r["frr"] is not None and r["frr"] <= max_frr]
+    out = {"max_frr": max_frr, "negative_hours": round(hours, 4), "thresholds_swept": len(grid)}
+    if not ok:
+        return {**out, "threshold": None, "frr": None, "fa_per_hour": None, "fa": None,
+                "note": f"no swept threshold down to {grid[0]} keeps the false-reject rate at {max_frr:.0%} or below"}
+    best = min(ok, key=lambda r: (r["fa_per_hour"], -r["threshold"]))
+    return {**out, "threshold": best["threshold"], "frr": best["frr"], "fa": best["fa"],
+            "fa_per_hour": best["fa_per_hour"], "fa_per_hour_ub95": poisson_upper(best["fa"]) / hours if hours else None}
+
+
+def choose_threshold(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s,
+                     target_fa_per_hour: float = 1.0, thresholds=None) -> dict:
+    """Calibration on a validation stream: the lowest threshold (so the lowest false-reject rate) whose false
+    accepts stay within the budget ``target_fa_per_hour x negative hours`` (at least zero false accepts: with
+    less than 1/target hours of negative audio the rule is "no false accept on the validation audio")."""
+    grid = thresholds if thresholds is not None else DENSE_GRID
+    rows = roc(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s, thresholds=grid)
+    p = score([], truth_pos["events"], truth_pos["length_sec"])
+    hours = p["negative_hours"] + len_neg_s / 3600
+    allowed = int(np.floor(target_fa_per_hour * hours + 1e-9))
+    ok = [r for r in rows if r["fa"] <= allowed]
+    base = {"target_fa_per_hour": target_fa_per_hour, "negative_hours": round(hours, 4), "fa_allowed": allowed,
+            "thresholds_swept": len(grid)}
+    if not ok:
+        r = rows[-1]
+        return {**base, "threshold": r["threshold"], "frr": r["frr"], "fa": r["fa"], "fa_per_hour": r["fa_per_hour"],
+                "met": False, "note": f"even the highest swept threshold ({r['threshold']}) gives {r['fa']} false "
+                                      f"accepts in {hours:.2f} h; it is used"}
+    best = min(ok, key=lambda r: r["threshold"])
+    return {**base, "threshold": best["threshold"], "frr": best["frr"], "fa": best["fa"],
+            "fa_per_hour": best["fa_per_hour"], "met": True}

@@ -183,8 +183,13 @@ def rows(doc: dict) -> list[dict]:
             r.update({"drop_rate": cam.get("drop_rate"), "miss_rate": cam.get("deadline_miss_rate"),
                       "fps": cam.get("sustained_fps")})
         if aud:
-            r.update({k: aud.get(k) for k in ("frr", "fa_per_hour", "rtf_wall", "rtf_cpu")})
+            r.update({k: aud.get(k) for k in ("threshold", "frr", "fa_per_hour", "rtf_wall", "rtf_cpu")})
             r["frr_1fa"] = (aud.get("frr_at_1fa_h") or {}).get("frr")
+            r["fa_frr10"] = (aud.get("fa_at_frr10") or {}).get("fa_per_hour")
+            rs = aud.get("real_speech") or {}
+            r["real_fa"] = rs.get("fa_per_hour")
+            r["real_fa_frr10"] = (rs.get("fa_at_frr10") or {}).get("fa_per_hour")
+            r["hop_p50"] = (aud.get("chunk_compute") or {}).get("p50")
             r["hop_p99"] = (aud.get("chunk_compute") or {}).get("p99")
             r["delay_p90"] = (aud.get("detection_delay_audio_ms") or {}).get("p90")
         out.append(r)
@@ -230,7 +235,8 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
     mname = metric_name(next((r["metric"] for d in docs for r in rows(d)), "top1"))
     head = cols + ["artifact", "format", f"{mname} [95% CI]", f"Δ {mname} (pts)"]
     if aud:
-        head += ["FRR", "FA/h", "FRR @1 FA/h", "RTF wall", "RTF cpu", "hop p99", "delay p90"]
+        head += ["thr", "FRR", "FA/h", "FRR @1 FA/h", "FA/h @FRR 10%", "real-speech FA/h", "real FA/h @FRR 10%",
+                 "RTF wall", "RTF cpu", "hop p50", "hop p99", "delay p90"]
     gpu = any(r["compute_p50"] is not None for d in docs for r in rows(d))
     head += ["e2e p50", "p90", "p99", "p99 ub99", "infer p50"] + (["GPU compute p50"] if gpu else [])
     head += ["drop %", "miss %", "fps"] if cam else ["samples/s"]
@@ -245,9 +251,11 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
                 f"{r['top1']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if r["top1"] is not None and ci else _f(r["top1"], 4),
                 "–" if r["reference"] else _f(r["d_top1"], 2)]
             if aud:
-                cells += [_f(r.get("frr"), 4), _f(r.get("fa_per_hour"), 2), _f(r.get("frr_1fa"), 4),
-                          _f(r.get("rtf_wall"), 4),
-                          _f(r.get("rtf_cpu"), 4), _f(r.get("hop_p99")), _f(r.get("delay_p90"), 0)]
+                cells += [_f(r.get("threshold"), 3), _f(r.get("frr"), 4), _f(r.get("fa_per_hour"), 2),
+                          _f(r.get("frr_1fa"), 4), _f(r.get("fa_frr10"), 2), _f(r.get("real_fa"), 2),
+                          _f(r.get("real_fa_frr10"), 2), _f(r.get("rtf_wall"), 4),
+                          _f(r.get("rtf_cpu"), 4), _f(r.get("hop_p50")), _f(r.get("hop_p99")),
+                          _f(r.get("delay_p90"), 0)]
             cells += [_f(r["e2e_p50"]), _f(r["e2e_p90"]), _f(r["e2e_p99"]), _f(r["p99_ub99"]), _f(r["infer_p50"])]
             if gpu:
                 cells += [_f(r["compute_p50"])]

@@ -7,6 +7,7 @@ before ``_nohash_`` or ``__``), so no speaker is in two splits.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ UNKNOWN_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", 
                  "visual"]
 UNKNOWN, SILENCE, NOISE_DIR = "_unknown_", "_silence_", "_background_noise_"
 TTS_NAME = "speech-commands-tts"
-TTS_VERSION = 1
+TTS_VERSION = 2   # 2: + festival voices, 32 espeak variants, speed perturbation, more real _unknown_ speech
 
 
 # ------------------------------------------------------------------------------------------- wav I/O
@@ -243,8 +244,10 @@ def load_clips(items: list[AudioItem], classes: list[str], clip_samples: int, st
 ESPEAK_DIALECTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
                    "en-us-nyc"]
 ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
-                   "klatt3", "Andy", "Annie", "Alicia", "Denis", "Michael"]
+                   "klatt3", "Andy", "Annie", "Alicia", "Denis", "Michael", "m8", "klatt4", "klatt6", "whisper",
+                   "croak", "grandpa", "grandma", "Lee", "Steph", "norbert", "victor", "Linda"]
 FLITE_VOICES = ["awb", "rms", "slt", "kal16"]
+FESTIVAL_VOICES = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]   # Debian festvox-* packages
 
 
 def tts_dir() -> Path:
@@ -275,6 +278,32 @@ def _flite(word: str, voice: str, stretch: float, f0: int) -> np.ndarray:
         subprocess.run(["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}", "--setf",
                         f"int_f0_target_mean={f0}", "-t", word, "-o", t.name], capture_output=True, check=True)
         return read_wav(t.name)
+
+
+def festival_voices() -> list[str]:
+    """The FESTIVAL_VOICES installed here (festival + festvox-kallpc16k / -kdlpc16k / -us-slt-hts)."""
+    if shutil.which("text2wave") is None:
+        return []
+    roots = [Path("/usr/share/festival/voices")]
+    have = {d.name for r in roots if r.is_dir() for d in r.glob("*/*") if d.is_dir()}
+    return [v for v in FESTIVAL_VOICES if v in have]
+
+
+def _festival(word: str, voice: str, stretch: float) -> np.ndarray:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as t:
+        subprocess.run(["text2wave", "-eval", f"(voice_{voice})", "-eval",
+                        f"(Parameter.set 'Duration_Stretch {stretch})", "-o", t.name],
+                       input=word.encode(), capture_output=True, check=True)
+        return read_wav(t.name)
+
+
+def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
+    """Tempo and pitch together (Kaldi-style speed perturbation): resample by 1/factor, play at 16 kHz."""
+    if abs(factor - 1.0) < 1e-3:
+        return x
+    return resample(x, int(round(SR * factor)), SR)
 
 
 def trim(x: np.ndarray, rel: float = 0.02) -> np.ndarray:
@@ -310,7 +339,8 @@ def place_in_clip(x: np.ndarray, rng: np.random.Generator, snr_db: float, n: int
 
 def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, unknown_per_speaker: int = 5,
                  silence: int = 300, workers: int = 0, dialects=ESPEAK_DIALECTS, variants=ESPEAK_VARIANTS,
-                 flite_voices=FLITE_VOICES, keywords=KEYWORDS, real_unknown: bool = True) -> Path:
+                 flite_voices=FLITE_VOICES, keywords=KEYWORDS, real_unknown: bool = True,
+                 festival: list[str] | None = None) -> Path:
     """Generate the built-in Speech-Commands-style set with espeak-ng + flite (deterministic, cached).
 
     Speakers are (engine, accent, voice variant); speed, pitch, placement, gain and noise (5-40 dB SNR) vary per
@@ -336,6 +366,14 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
             words = random.Random(f"{seed}:{spk}").sample(UNKNOWN_WORDS, unknown_per_speaker)
             for w in words:
                 jobs.append(("espeak", f"{dia}+{var}", spk, w, UNKNOWN, 0))
+    fest = festival_voices() if festival is None else festival
+    for v in fest:
+        spk = f"fv-{v.split('_')[0] if v.endswith('diphone') else 'slt-hts'}"
+        for w in keywords:
+            for r in range(renditions * 6):
+                jobs.append(("festival", v, spk, w, w, r))
+        for w in UNKNOWN_WORDS:
+            jobs.append(("festival", v, spk, w, UNKNOWN, 0))
     for v in flite_voices:
         spk = f"fl-{v}"
         for w in keywords:
@@ -349,6 +387,9 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
         rng = np.random.default_rng(int(hashlib.sha1(f"{seed}|{spk}|{word}|{r}".encode()).hexdigest()[:12], 16))
         if engine == "espeak":
             x = _espeak(word, voice, int(rng.choice([110, 130, 150, 175, 200])), int(rng.choice([25, 40, 50, 65, 80])))
+        elif engine == "festival":
+            x = _festival(word, voice, float(rng.choice([0.8, 1.0, 1.25])))
+            x = speed_perturb(x, float(rng.choice([0.85, 0.92, 1.0, 1.08, 1.15])))
         else:
             x = _flite(word, voice, float(rng.choice([0.8, 1.0, 1.25])), int(rng.choice([90, 120, 160, 210])))
         clip = place_in_clip(x, rng, float(rng.uniform(5, 40)))
@@ -364,11 +405,12 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
         write_wav(tmp / SILENCE / f"noise{i % 20}__silence_{i}.wav", noise_like(SR, rng) * lvl * 0.3)
     for i, kind in enumerate(["white", "pink", "brown", "pink", "brown", "white"]):
         write_wav(tmp / NOISE_DIR / f"{kind}_{i}.wav", np.clip(noise_like(60 * SR, rng, kind) * 0.1, -1, 1))
-    real = import_klettres(tmp / "_real_unknown_") if real_unknown else 0
+    real = import_real_unknown(tmp / "_real_unknown_") if real_unknown else {}
     (tmp / "manifest.json").write_text(json.dumps({
         "name": TTS_NAME, "version": TTS_VERSION, "seed": seed, "tts_clips": n, "silence": silence,
         "keywords": list(keywords), "unknown_words": UNKNOWN_WORDS, "espeak_speakers": len(dialects) * len(variants),
-        "flite_voices": list(flite_voices), "snr_db": [5, 40], "real_unknown_clips": real,
+        "flite_voices": list(flite_voices), "festival_voices": list(fest), "snr_db": [5, 40], "real_unknown_clips": sum(real.values()) if real else 0,
+        "real_unknown_sources": real,
         "tools": {t: shutil.which(t) for t in ("espeak-ng", "flite", "sox")}}, indent=1))
     (tmp / "COMPLETE").write_text("ok\n")
     if out.exists():
@@ -380,13 +422,19 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
 KLETTRES = Path("/usr/share/klettres")
 
 
-def import_klettres(dst: Path, langs=("en", "en_GB")) -> int:
-    """Real human letters/syllables (Debian klettres-data) as 16 kHz wavs (for real-voice checks)."""
+def klettres_locales() -> list[str]:
+    return sorted(d.name for d in KLETTRES.iterdir() if d.is_dir() and any(d.rglob("*.ogg"))) \
+        if KLETTRES.is_dir() else []
+
+
+def import_klettres(dst: Path, langs=None) -> int:
+    """Real human letters/syllables (Debian klettres-data, roughly one speaker per locale, 20 locales) as 16 kHz
+    wavs named ``kl-<locale>__...``: the speaker hash puts whole locales (speakers) in train, val or test."""
     if shutil.which("sox") is None or not KLETTRES.is_dir():
         return 0
     n = 0
     rng = np.random.default_rng(7)
-    for lang in langs:
+    for lang in (langs or klettres_locales()):
         for f in sorted((KLETTRES / lang).rglob("*.ogg")):
             if f.stem.lower() in KEYWORDS:   # a real "no" is a keyword, not an unknown word
                 continue
@@ -423,14 +471,102 @@ def klettres_keywords(langs=("en", "en_GB")) -> list[tuple[np.ndarray, str, str]
     return out
 
 
+ASTERISK_EN = Path("/usr/share/asterisk/sounds/en_US_f_Allison")   # Debian asterisk-core-sounds-en-wav
+KTUBERLING = Path("/usr/share/ktuberling/sounds")                   # Debian ktuberling-data
+_NOT_SPEECH = {"beep", "beeperr", "tone", "2tone", "ascending", "descending", "silence", "music", "dtmf"}
+
+
+def _words_of(path: Path) -> set[str]:
+    import re
+
+    return {w for w in re.split(r"[-_ .]+", path.stem.lower()) if w} | {path.parent.name.lower()}
+
+
+def import_real_unknown(dst: Path) -> dict:
+    """Real human speech for ``_unknown_``, from Debian packages (training material; the split is by speaker):
+    klettres-data (letters and syllables, ~20 speakers), asterisk-core-sounds-en-wav (one speaker's words and
+    phone prompts, 8 kHz: band-limited like a cheap microphone) and ktuberling-data (single words, ~25
+    speakers). A recording whose name holds a keyword ("call-fwd-on-busy") is left out; recordings longer than
+    a clip give up to three consecutive 1 s clips. Never used: the test streams' real speech
+    (``real_speech_files``)."""
+    out = {"klettres": import_klettres(dst)}
+    if shutil.which("sox") is None:
+        return out
+    rng = np.random.default_rng(11)
+    srcs = [("ast-en", f) for f in sorted(ASTERISK_EN.rglob("*.wav"))] if ASTERISK_EN.is_dir() else []
+    if KTUBERLING.is_dir():
+        srcs += [(f"kt-{d.name}", f) for d in sorted(KTUBERLING.iterdir()) if d.is_dir()
+                 for f in sorted(d.iterdir()) if f.suffix in (".ogg", ".wav")]
+    n = {"asterisk-en": 0, "ktuberling": 0}
+    for spk, f in srcs:
+        w = _words_of(f)
+        if w & set(KEYWORDS) or w & _NOT_SPEECH:
+            continue
+        x = decode_with_sox(f)
+        if x is None or len(x) < SR // 10:
+            continue
+        x = trim(x)
+        for k in range(min(3, max(1, int(np.ceil(len(x) / SR))))):
+            seg = x[k * SR:(k + 1) * SR]
+            if len(seg) < SR // 4:
+                break
+            write_wav(dst / f"{spk}__{f.parent.name}-{f.stem}_{k}.wav", place_in_clip(seg, rng, 40.0))
+            n["asterisk-en" if spk == "ast-en" else "ktuberling"] += 1
+    return out | n
+
+
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
+CODEC2 = Path("/usr/share/codec2/wav")                              # Debian codec2-examples
+WARZONE = Path("/usr/share/games/warzone2100/base.wz")              # Debian warzone2100-data (a zip)
+REAL_TEST_VERSION = 1
 
 
 def real_speech_files() -> list[Path]:
-    """Real human read speech (Debian pocketsphinx-testdata): LibriVox sentences and card names."""
-    if not POCKETSPHINX.is_dir():
-        return []
-    return sorted((POCKETSPHINX / "librivox").glob("*.wav")) + sorted((POCKETSPHINX / "cards").glob("*.wav"))
+    """Real human speech kept for the test streams only (never trained or calibrated on): pocketsphinx-testdata
+    (LibriVox read speech, card names), codec2-examples (several English speakers, some over HF radio) and
+    warzone2100-data's voice lines (several actors: tutorial, unit responses, mission briefings) -- whatever of
+    them is installed. Warzone's ogg files are decoded once into edgeft's cache."""
+    out = []
+    if POCKETSPHINX.is_dir():
+        out += sorted((POCKETSPHINX / "librivox").glob("*.wav")) + sorted((POCKETSPHINX / "cards").glob("*.wav"))
+    if (CODEC2.is_dir() or WARZONE.is_file()) and shutil.which("sox") is not None:
+        out += _decoded_test_speech()
+    return out
+
+
+def _decoded_test_speech() -> list[Path]:
+    """codec2's wavs (some mu-law) and warzone's oggs as 16 kHz PCM wavs in edgeft's cache (built once)."""
+    import tempfile
+    import zipfile
+
+    from ..utils.io import cache_dir
+
+    d = cache_dir(f"real-speech-test-v{REAL_TEST_VERSION}")
+    if (d / "COMPLETE").is_file():
+        return sorted(d.glob("*.wav"))
+    tmp = d.with_name(d.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if CODEC2.is_dir():   # f2400/m2400 and all.wav repeat forig/morig and the rest
+        for f in sorted(CODEC2.glob("*.wav")):
+            x = decode_with_sox(f) if f.stem not in ("all", "f2400", "m2400") else None
+            if x is not None and len(x) > SR // 4:
+                write_wav(tmp / f"codec2-{f.stem}.wav", x)
+    with (zipfile.ZipFile(WARZONE) if WARZONE.is_file() else contextlib.nullcontext()) as z, \
+            tempfile.TemporaryDirectory() as td:
+        for name in sorted(z.namelist()) if z is not None else []:
+            if not name.endswith(".ogg") or not name.startswith(("audio/tutorial/", "audio/memressp/",
+                                                                 "sequenceaudio/")):
+                continue
+            src = Path(td) / "x.ogg"
+            src.write_bytes(z.read(name))
+            x = decode_with_sox(src)
+            if x is not None and len(x) > SR // 4:
+                write_wav(tmp / ("warzone-" + name.replace("/", "-")[:-4] + ".wav"), x)
+    (tmp / "COMPLETE").write_text("ok\n")
+    shutil.rmtree(d, ignore_errors=True)
+    os.replace(tmp, d)
+    return sorted(d.glob("*.wav"))
 
 
 # ------------------------------------------------------------------------------ long test streams

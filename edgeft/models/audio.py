@@ -1,4 +1,4 @@
-"""Keyword-spotting models over log-mel input (N, 1, n_mels, frames).
+"""Keyword-spotting models over log-mel or MFCC input (N, 1, n_mels or n_mfcc, frames).
 
 - ``dscnn_s/m/l``: DS-CNN from "Hello Edge" / the MLPerf Tiny KWS reference (S: 64 ch x 4 DS blocks, M: 172 x 4,
   L: 276 x 5): a 2-D conv stem (stride 2) then depthwise-separable blocks, average pool, linear.
@@ -129,11 +129,12 @@ def _reg(name, build, desc, head="classifier"):
     register(ModelSpec(name=name, task="kws", build=build, head=head, family="kws", description=desc))
 
 
-_reg("dscnn_s", lambda nc, dropout=None: _dscnn(nc, 64, 4, dropout), "DS-CNN-S (MLPerf Tiny KWS reference), ~23k params")
-_reg("dscnn_m", lambda nc, dropout=None: _dscnn(nc, 172, 4, dropout), "DS-CNN-M, ~140k params")
-_reg("dscnn_l", lambda nc, dropout=None: _dscnn(nc, 276, 5, dropout), "DS-CNN-L, ~420k params")
-_reg("ds_tcn", lambda nc, dropout=None: _ds_tcn(nc, 64, dropout),
+_reg("dscnn_s", lambda nc, dropout=None, n_mels=40: _dscnn(nc, 64, 4, dropout, n_mels),
+     "DS-CNN-S (MLPerf Tiny KWS reference), ~23k params")
+_reg("dscnn_m", lambda nc, dropout=None, n_mels=40: _dscnn(nc, 172, 4, dropout, n_mels), "DS-CNN-M, ~140k params")
+_reg("dscnn_l", lambda nc, dropout=None, n_mels=40: _dscnn(nc, 276, 5, dropout, n_mels), "DS-CNN-L, ~420k params")
+_reg("ds_tcn", lambda nc, dropout=None, n_mels=40: _ds_tcn(nc, 64, dropout, n_mels),
      "depthwise-separable temporal conv net (causal, dilated): has an exact streaming form, ~15k params")
-_reg("test_kws", lambda nc, dropout=None: _dscnn(nc, 8, 1, dropout), "tiny DS-CNN for tests")
-_reg("test_tcn", lambda nc, dropout=None: _ds_tcn(nc, 8, dropout, dilations=(1, 2)),
+_reg("test_kws", lambda nc, dropout=None, n_mels=40: _dscnn(nc, 8, 1, dropout, n_mels), "tiny DS-CNN for tests")
+_reg("test_tcn", lambda nc, dropout=None, n_mels=40: _ds_tcn(nc, 8, dropout, n_mels, dilations=(1, 2)),
      "tiny streaming DS-TCN for tests")

@@ -36,6 +36,15 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_ma
     return np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
 
 
+def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
+    """(n_mels, n_mfcc) orthonormal DCT-II, as torchaudio.functional.create_dct(n_mfcc, n_mels, norm="ortho")."""
+    m = np.arange(n_mels)[:, None]
+    k = np.arange(n_mfcc)[None, :]
+    d = np.cos(np.pi / n_mels * (m + 0.5) * k) * np.sqrt(2.0 / n_mels)
+    d[:, 0] *= 1 / np.sqrt(2.0)
+    return d.astype(np.float32)
+
+
 def hann_periodic(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
 
@@ -50,19 +59,33 @@ class LogMel:
     f_min: float = 20.0
     f_max: float = 7600.0
     clip_samples: int = 16000
+    n_mfcc: int = 0            # > 0: MFCCs, the first n_mfcc DCT-II (ortho) coefficients of the log-mel frame
+
+    @property
+    def n_feat(self) -> int:
+        """Rows of a feature frame: n_mfcc for MFCCs, else n_mels."""
+        return self.n_mfcc or self.n_mels
+
+    def silence_column(self) -> np.ndarray:
+        """(n_feat, 1): the feature of digital silence (what the stream's window holds before audio arrives)."""
+        col = np.full((1, self.n_mels), np.log(LOG_EPS), np.float32)
+        if self.n_mfcc:
+            col = col @ dct_matrix(self.n_mfcc, self.n_mels)
+        return col.T.astype(np.float32)
 
     @classmethod
     def from_spec(cls, d: dict) -> "LogMel":
         return cls(sample_rate=int(d["sample_rate"]), n_fft=int(d["n_fft"]), win=int(d["win"]), hop=int(d["hop"]),
                    n_mels=int(d["n_mels"]), f_min=float(d["f_min"]), f_max=float(d["f_max"]),
-                   clip_samples=int(d["clip_samples"]))
+                   clip_samples=int(d["clip_samples"]), n_mfcc=int(d.get("n_mfcc", 0)))
 
     def spec(self) -> dict:
-        return {"kind": "logmel", "sample_rate": self.sample_rate, "n_fft": self.n_fft, "win": self.win,
+        mfcc = {"n_mfcc": self.n_mfcc, "dct": "DCT-II, orthonormal, of the log-mel frame"} if self.n_mfcc else {}
+        return {"kind": "mfcc" if self.n_mfcc else "logmel", **mfcc, "sample_rate": self.sample_rate, "n_fft": self.n_fft, "win": self.win,
                 "hop": self.hop, "n_mels": self.n_mels, "f_min": self.f_min, "f_max": self.f_max,
                 "clip_samples": self.clip_samples, "frames": self.frames(self.clip_samples), "center": False,
                 "window": "hann (periodic), centred in n_fft", "log": f"log(mel_power + {LOG_EPS})",
-                "mel": "htk, no norm", "layout": "N,1,n_mels,frames", "dtype": "float32", "audio": "mono float32 [-1, 1]"}
+                "mel": "htk, no norm", "layout": f"N,1,{'n_mfcc' if self.n_mfcc else 'n_mels'},frames", "dtype": "float32", "audio": "mono float32 [-1, 1]"}
 
     def frames(self, n_samples: int) -> int:
         return 0 if n_samples < self.n_fft else 1 + (n_samples - self.n_fft) // self.hop
@@ -74,27 +97,35 @@ class LogMel:
             w = np.zeros(self.n_fft, np.float32)
             off = (self.n_fft - self.win) // 2
             w[off:off + self.win] = hann_periodic(self.win)
-            c = (w, mel_filterbank(self.n_fft, self.n_mels, self.sample_rate, self.f_min, self.f_max))
+            c = (w, mel_filterbank(self.n_fft, self.n_mels, self.sample_rate, self.f_min, self.f_max),
+                 dct_matrix(self.n_mfcc, self.n_mels) if self.n_mfcc else None)
             _CACHE[self] = c
         return c
 
     def frames_from(self, audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
-        """(n_mels, T) log-mel for the frames fully contained in ``audio`` (or its first n_frames)."""
-        w, fb = self._consts()
+        """(n_feat, T) log-mel (or MFCC) for the frames fully contained in ``audio`` (or its first n_frames)."""
+        w, fb, dct = self._consts()
         t = self.frames(len(audio)) if n_frames is None else n_frames
         if t <= 0:
-            return np.zeros((self.n_mels, 0), np.float32)
-        idx = np.arange(self.n_fft)[None, :] + self.hop * np.arange(t)[:, None]
-        fr = audio[idx].astype(np.float32) * w
+            return np.zeros((self.n_feat, 0), np.float32)
+        if t <= 8 and len(audio) >= (t - 1) * self.hop + self.n_fft:   # a streaming hop: a strided view
+            fr = np.lib.stride_tricks.as_strided(np.ascontiguousarray(audio, np.float32), (t, self.n_fft),
+                                                 (4 * self.hop, 4), writeable=False) * w
+        else:
+            idx = np.arange(self.n_fft)[None, :] + self.hop * np.arange(t)[:, None]
+            fr = audio[idx].astype(np.float32) * w
         spec = np.fft.rfft(fr, n=self.n_fft, axis=1)
         power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
         # einsum, not `@`: the product is tiny, and numpy's OpenBLAS wakes its thread pool for it; next to
         # torch's/OpenVINO's spinning OpenMP threads on a 2-core machine that stalled a parity run for minutes
         # (seen in the test suite). Without BLAS the cost is fixed and predictable, as a real-time path needs.
-        return np.log(np.einsum("tf,fm->tm", power, fb) + LOG_EPS).T.astype(np.float32)
+        lmel = np.log(np.einsum("tf,fm->tm", power, fb) + LOG_EPS)
+        if dct is not None:
+            lmel = np.einsum("tm,mk->tk", lmel, dct)
+        return lmel.T.astype(np.float32)
 
     def clip_features(self, clip: np.ndarray) -> np.ndarray:
-        """(n_mels, frames) of a clip padded/trimmed to clip_samples."""
+        """(n_feat, frames) of a clip padded/trimmed to clip_samples."""
         return self.frames_from(fit_length(clip, self.clip_samples))
 
 
@@ -117,11 +148,11 @@ class StreamingLogMel:
         self.total_frames = 0
 
     def accept(self, samples: np.ndarray) -> np.ndarray:
-        """Append samples; return the (n_mels, k) newly completed frames."""
+        """Append samples; return the (n_feat, k) newly completed frames."""
         self.buf = np.concatenate([self.buf, np.asarray(samples, np.float32)])
         k = self.lm.frames(len(self.buf))
         if k == 0:
-            return np.zeros((self.lm.n_mels, 0), np.float32)
+            return np.zeros((self.lm.n_feat, 0), np.float32)
         out = self.lm.frames_from(self.buf, k)
         self.buf = self.buf[k * self.lm.hop:]
         self.total_frames += k

@@ -110,9 +110,11 @@ class KwsStream:
         m = det.model
         self.feat = StreamingLogMel(m.lm)
         self.pending = np.zeros(0, np.float32)
-        self.frames = np.full((m.lm.n_mels, m.frames), np.log(LOG_EPS), np.float32)   # silence
-        self.fbuf = np.zeros((m.lm.n_mels, 0), np.float32)
-        self.post = deque(maxlen=det.smooth)
+        self.frames = np.repeat(m.lm.silence_column(), m.frames, 1)   # silence
+        self.fbuf = np.zeros((m.lm.n_feat, 0), np.float32)
+        self.post = deque()
+        self.post_sum = np.zeros(len(m.labels), np.float64)     # running sum of the last `smooth` posteriors
+        self.kw_arr = np.asarray(det.kw_idx)
         self.samples_seen = 0
         self.hops = 0
         self.last_det_t = -1e9
@@ -121,7 +123,7 @@ class KwsStream:
             self.states = [np.zeros(s["shape"], np.float32) for s in m.streaming["states"]]
             self.state_names = [s["name"] for s in m.streaming["states"]]
             self.out_names = None
-            silence = np.full((1, m.lm.n_mels, det.frames_per_hop), np.log(LOG_EPS), np.float32)
+            silence = np.repeat(m.lm.silence_column(), det.frames_per_hop, 1)[None]
             for _ in range(m.frames // det.frames_per_hop + 1):   # warm state on silence = window mode's start
                 self._stream_infer(silence)
 
@@ -162,10 +164,15 @@ class KwsStream:
         det = None
         t_s = self.samples_seen / d.model.lm.sample_rate
         if logits is not None:
-            self.post.append(softmax(logits))
-        smoothed = np.mean(self.post, axis=0) if self.post else np.zeros(len(d.model.labels), np.float32)
+            p = softmax(logits)
+            self.post.append(p)
+            self.post_sum += p
+            if len(self.post) > d.smooth:
+                self.post_sum -= self.post.popleft()
+        smoothed = (self.post_sum / len(self.post)).astype(np.float32) if self.post else \
+            np.zeros(len(d.model.labels), np.float32)
         if self.post:
-            kw = max(d.kw_idx, key=lambda i: smoothed[i])
+            kw = int(self.kw_arr[np.argmax(smoothed[self.kw_arr])])
             if smoothed[kw] >= d.threshold and t_s - self.last_det_t >= d.refractory_s:
                 det = {"label": d.model.labels[kw], "t_s": round(t_s, 4), "score": float(smoothed[kw])}
                 self.last_det_t = t_s
@@ -219,3 +226,38 @@ def check_streaming_manifest(m: dict) -> None:
     sm = m.get("streaming_model")
     if sm and sm.get("file") not in (m.get("model_files") or {}).values():
         raise BundleError("manifest: streaming_model.file is not one of the bundle's model files")
+
+
+def window_posteriors(infer, lm: LogMel, frames: int, audio: np.ndarray, hop: int, smooth: int,
+                      batch: int = 128) -> np.ndarray:
+    """The smoothed posteriors ``replay`` gives in window mode, per hop, computed in batches: the same feature
+    frames, the same windows (silence before the stream starts), the same trailing average; ``infer`` maps a
+    (B, 1, n_feat, frames) batch to (B, classes) logits. For calibration and mining, where the per-hop schedule
+    does not matter but the scores must be the detector's."""
+    fph = hop // lm.hop
+    hops = len(audio) // hop
+    x = np.asarray(audio[:hops * hop], np.float32)
+    total = lm.frames(len(x))
+    step = 6000                                        # frames per chunk of features (60 s at a 10 ms hop)
+    feats = np.concatenate([lm.frames_from(x[a * lm.hop: (min(a + step, total) - 1) * lm.hop + lm.n_fft])
+                            for a in range(0, total, step)], 1) if total else np.zeros((lm.n_feat, 0), np.float32)
+    padded = np.concatenate([np.repeat(lm.silence_column(), frames, 1), feats], 1)
+    n_samp = (np.arange(hops) + 1) * hop
+    produced = np.where(n_samp >= lm.n_fft, 1 + (n_samp - lm.n_fft) // lm.hop, 0)
+    groups = produced // fph * fph
+    new = np.flatnonzero(np.diff(np.concatenate([[0], groups])) > 0)
+    starts = groups[new]
+    probs = []
+    win = np.lib.stride_tricks.sliding_window_view(padded, frames, axis=1)      # (n_feat, T, frames), a view
+    for s in range(0, len(new), batch):
+        xb = np.ascontiguousarray(win[:, starts[s:s + batch]].transpose(1, 0, 2))[:, None]
+        probs.append(softmax(np.asarray(infer(xb), np.float32)))
+    probs = np.concatenate(probs) if probs else np.zeros((0, 1), np.float32)
+    ncls = probs.shape[1] if len(probs) else 1
+    cs = np.concatenate([np.zeros((1, ncls)), np.cumsum(probs.astype(np.float64), 0)])
+    out = np.zeros((hops, ncls), np.float32)
+    k = np.searchsorted(new, np.arange(hops), side="right")      # logits computed up to and including hop j
+    have = k > 0
+    lo = np.maximum(k - smooth, 0)
+    out[have] = ((cs[k[have]] - cs[lo[have]]) / (k[have] - lo[have])[:, None]).astype(np.float32)
+    return out

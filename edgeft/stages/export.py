@@ -232,6 +232,10 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
                                            parity_samples, ref_cache=rd.path / "parity_reference.json")
     if stream_meta:
         manifest["parity"]["streaming"] = streaming_parity(tmp, manifest, model, task, recipe, data)
+    if hasattr(task, "calibrate_bundle") and getattr(getattr(recipe, "stream", None), "calibrate", False):
+        with step(f"calibrating the detection threshold on the validation streams "
+                  f"(target {recipe.stream.target_fa_per_hour:g} false accepts/h)"):
+            manifest["stream"] = task.calibrate_bundle(tmp, manifest, recipe, recipe.data.source)
     status, reason = judge(task, manifest["parity"], precision, max_drop)
     manifest["status"] = status
     if reason:

@@ -337,6 +337,10 @@ def fit(model: nn.Module, task, recipe, data, *, rd: RunDir | None, ctx: DistCtx
     with progress() as prog:
         for epoch in range(start, epochs):
             _fault_point(stage, epoch, -1)
+            if stage == "finetune" and hasattr(task, "before_epoch") and ctx.world == 1:
+                # e.g. keyword spotting's hard-negative mining: the training set grows; the steps per epoch (and so
+                # the learning-rate schedule) stay as planned
+                data = task.before_epoch(raw_model, data, recipe, epoch, epochs, device, rd) or data
             model.train()
             freeze = epoch < freeze_epochs and bool(head_params)
             t0 = time.perf_counter()

@@ -14,11 +14,11 @@ import hashlib
 import numpy as np
 
 from ...errors import DataError
-from ...stats import summarize
+from ...stats import poisson_upper, summarize
 from ...utils.log import info
 from ..audio_data import STREAM_SIZES, build_streams, load_stream
 from ..harness import accuracy_run, load_ctx_samples
-from ..kws_scoring import combine, frr_at_fa, roc, score
+from ..kws_scoring import combine, fa_at_frr, frr_at_fa, roc, score
 from . import Scenario
 
 
@@ -36,6 +36,7 @@ class AudioStream(Scenario):
         if not pos["truth"]["events"]:
             raise DataError(f"stream {pos['path']} has no keyword events to score")
         self._streams = (pos, neg)
+        real = streams.get("negative_real")
         realtime_s = STREAM_SIZES[cfg.profile][2]
         samples = load_ctx_samples(ctx)
         rows = []
@@ -46,7 +47,7 @@ class AudioStream(Scenario):
             model = a.stream_model(threads)
             modes = ["window"] + (["streaming"] if getattr(model, "streaming", None) else [])
             for mode in modes:
-                rows.append(_run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof))
+                rows.append(_run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real))
             a.close()
         return rows
 
@@ -68,19 +69,23 @@ class AudioStream(Scenario):
 def _streams(cfg, labels, prof_name: str) -> dict:
     if cfg.stream:
         pos = load_stream(cfg.stream)
-        return {"positive": pos, "negative": None}
-    key = hashlib.sha1(f"{cfg.data}|{labels}|{prof_name}|{cfg.seed}|v1".encode()).hexdigest()[:12]
+        return {"positive": pos, "negative": None, "negative_real": None}
+    from ..audio_data import data_fingerprint
+
+    key = hashlib.sha1(f"{cfg.data}|{data_fingerprint(cfg.data)}|{labels}|{prof_name}|{cfg.seed}|v2".encode()).hexdigest()[:12]
     from ...utils.io import cache_dir
 
     d = cache_dir("streams", key)
     if (d / "stream_negative.json").is_file():
         return {"positive": load_stream(str(d / "stream_positive.wav")),
-                "negative": load_stream(str(d / "stream_negative.wav"))}
+                "negative": load_stream(str(d / "stream_negative.wav")),
+                "negative_real": load_stream(str(d / "stream_negative_real.wav"))
+                if (d / "stream_negative_real.json").is_file() else None}
     info(f"building the {prof_name} test streams from {cfg.data} (held-out clips) ...")
     return build_streams(cfg.data, labels, prof_name, d, seed=cfg.seed)
 
 
-def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof) -> dict:
+def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real=None) -> dict:
     from ...runtime.kws import KwsDetector, replay
 
     det = KwsDetector(model, mode, threshold=cfg.threshold)
@@ -118,6 +123,20 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof) -> 
     at_1fa = frr_at_fa(ra["posteriors"], rn["posteriors"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
                        neg["truth"]["length_sec"] if neg else 0.0, model.labels, det.kw_idx, hop_ms / 1000,
                        det.refractory_s, target_fa_per_hour=1.0)
+    at_frr10 = fa_at_frr(ra["posteriors"], rn["posteriors"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
+                         neg["truth"]["length_sec"] if neg else 0.0, model.labels, det.kw_idx, hop_ms / 1000,
+                         det.refractory_s, max_frr=0.10)
+    real_part = None
+    if real is not None:    # the real-human-speech-only negative stream: FA/h at this threshold and at FRR <= 10%
+        info(f"  {a.name}/{mode}: real-speech negative stream ({real['truth']['length_sec']:.0f} s) ...")
+        rr = replay(det, real["audio"])
+        sr_ = score(rr["detections"], [], real["truth"]["length_sec"])
+        at10 = fa_at_frr(ra["posteriors"], rr["posteriors"], pos["truth"], real["truth"]["length_sec"], model.labels,
+                         det.kw_idx, hop_ms / 1000, det.refractory_s, max_frr=0.10, negative_only=True)
+        h = sr_["negative_hours"]
+        real_part = {"hours": round(h, 4), "fa": sr_["fa"], "fa_per_hour": sr_["fa"] / h if h else None,
+                     "fa_per_hour_ub95": poisson_upper(sr_["fa"]) / h if h else None, "fa_at_frr10": at10,
+                     "source": real["truth"].get("negative_speech")}
     fa_claim = _fa_claim(comb)
     audio = {
         "mode": mode, "hop_ms": hop_ms, "window_ms": 1000 * model.frames * model.lm.hop / model.lm.sample_rate,
@@ -132,7 +151,9 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof) -> 
         "max_backlog_ms": rt["max_backlog_ms"] if rt else None,
         "algorithmic_latency_ms": det.algorithmic_latency_ms(),
         "detection_latency_wall_ms": summarize(wall_lat) if wall_lat else None,
-        **comb, "roc": rows, "frr_at_1fa_h": at_1fa, "realtime_asfast_match": match, "realtime_asfast_detail": detail, "fa_claim": fa_claim,
+        **comb, "roc": rows, "frr_at_1fa_h": at_1fa, "fa_at_frr10": at_frr10, "real_speech": real_part,
+        "threshold_source": "calibrated (bundle)" if (model.stream_cfg.get("calibration") and cfg.threshold is None)
+        else ("--threshold" if cfg.threshold is not None else "recipe default (bundle)"), "realtime_asfast_match": match, "realtime_asfast_detail": detail, "fa_claim": fa_claim,
     }
     row = {"artifact": a, "name": f"{a.name}/{mode}", "accuracy": acc, "audio": audio,
             "latency": {"e2e": summarize(comp), "infer": summarize(inf)}, "_raw": comp.tolist(),

@@ -41,8 +41,8 @@ class KwsDevice(ClassificationMixin):
 
     def check_preprocess(self, manifest: dict) -> None:
         pp = manifest.get("preprocess") or {}
-        if pp.get("kind") != "logmel":
-            raise ValueError(f"preprocess.kind = {pp.get('kind')!r} ('logmel' expected for keyword spotting)")
+        if pp.get("kind") not in ("logmel", "mfcc"):
+            raise ValueError(f"preprocess.kind = {pp.get('kind')!r} ('logmel' or 'mfcc' expected for keyword spotting)")
         sr = _int(pp, "sample_rate", 1000, 192000)
         n_fft = _int(pp, "n_fft", 16, 1 << 16)
         _int(pp, "win", 16, n_fft)
@@ -54,7 +54,8 @@ class KwsDevice(ClassificationMixin):
         frames = 1 + (clip - n_fft) // hop
         if pp.get("frames") != frames:
             raise ValueError(f"preprocess.frames = {pp.get('frames')!r}, the spec gives {frames}")
-        _check_shape(manifest, [1, n_mels, frames])
+        n_feat = _int(pp, "n_mfcc", 1, n_mels) if pp["kind"] == "mfcc" else n_mels
+        _check_shape(manifest, [1, n_feat, frames])
 
     def preprocessor(self, manifest: dict):
         lm = LogMel.from_spec(manifest["preprocess"])

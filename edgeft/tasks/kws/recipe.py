@@ -18,16 +18,20 @@ class FeaturesCfg(Section):
     n_fft: int = Field(512, gt=0)
     f_min: float = Field(20.0, ge=0)
     f_max: float = Field(7600.0, gt=0)
+    n_mfcc: int = Field(0, ge=0, description="0: log-mel features; N > 0: the first N MFCCs (MLPerf Tiny: 10)")
 
     def logmel(self):
         from ...runtime.features import LogMel
 
         sr = self.sample_rate
         win = int(round(self.win_ms * sr / 1000))
+        if self.n_mfcc > self.n_mels:
+            raise ValueError(f"features.n_mfcc ({self.n_mfcc}) exceeds n_mels ({self.n_mels})")
         if win > self.n_fft:
             raise ValueError(f"features.win_ms ({self.win_ms}) is longer than n_fft ({self.n_fft} samples)")
         return LogMel(sample_rate=sr, n_fft=self.n_fft, win=win, hop=int(round(self.hop_ms * sr / 1000)),
-                      n_mels=self.n_mels, f_min=self.f_min, f_max=self.f_max, clip_samples=int(self.clip_ms * sr / 1000))
+                      n_mels=self.n_mels, f_min=self.f_min, f_max=self.f_max, clip_samples=int(self.clip_ms * sr / 1000),
+                      n_mfcc=self.n_mfcc)
 
 
 class AudioAugmentCfg(Section):
@@ -39,6 +43,22 @@ class AudioAugmentCfg(Section):
     freq_mask_width: int = Field(5, ge=0)
     time_masks: int = Field(2, ge=0)
     time_mask_width: int = Field(10, ge=0)
+    reverb_prob: float = Field(0.0, ge=0, le=1, description="share of clips convolved with a simulated room "
+                               "impulse response (pyroomacoustics, hybrid image-source + ray tracing)")
+    rt60_s: tuple[float, float] = (0.15, 0.9)
+    rooms: int = Field(160, gt=0, description="simulated impulse responses in the bank (seeded, cached)")
+    eq_prob: float = Field(0.0, ge=0, le=1, description="share of clips through a random microphone response: "
+                           "high-pass, low-pass (band-limiting, down to telephone band) and +-6 dB resonances")
+
+
+class MiningCfg(Section):
+    """Hard-negative mining: at evenly spaced epochs the model in training scans a long negative stream made of
+    training-split audio only (unknown words, real speech, background noise); its windows that score highest
+    on a keyword join ``_unknown_`` for the remaining epochs (kept in RUN/hard_negatives.npz)."""
+    rounds: int = Field(0, ge=0, le=10)
+    minutes: float = Field(20.0, gt=0, description="negative stream length per round")
+    min_score: float = Field(0.2, gt=0, lt=1, description="a window is mined when a keyword's posterior is above")
+    max_clips: int = Field(600, gt=0, description="per round, highest-scoring first, 1 s apart")
 
 
 class StreamCfg(Section):
@@ -46,6 +66,10 @@ class StreamCfg(Section):
     smooth_ms: float = Field(100.0, ge=0, description="moving average of posteriors")
     threshold: float = Field(0.7, gt=0, lt=1)
     refractory_s: float = Field(1.0, ge=0)
+    calibrate: bool = Field(True, description="at export, choose the threshold on a validation stream (val split) "
+                            "for target_fa_per_hour and store it in the bundle")
+    target_fa_per_hour: float = Field(1.0, gt=0)
+    calibration_minutes: float = Field(20.0, gt=0, description="negative audio in the validation stream")
 
 
 class KwsRecipe(RecipeBase):
@@ -54,8 +78,13 @@ class KwsRecipe(RecipeBase):
     features: FeaturesCfg = Field(default_factory=FeaturesCfg)
     augment_audio: AudioAugmentCfg = Field(default_factory=AudioAugmentCfg)
     stream: StreamCfg = Field(default_factory=StreamCfg)
+    mining: MiningCfg = Field(default_factory=MiningCfg)
     val_percent: float = Field(10.0, ge=0, lt=50)
     test_percent: float = Field(10.0, ge=0, lt=50)
+    unknown_percent: float | None = Field(None, ge=0, lt=100, description="cut _unknown_ to this share of each "
+                                          "split (Speech Commands / MLPerf Tiny: 10); null keeps every clip")
+    silence_percent: float | None = Field(None, ge=0, lt=100, description="without a _silence_ folder, cut this share "
+                                          "of silence clips from _background_noise_ (MLPerf Tiny: 10)")
 
     @field_validator("keywords")
     @classmethod

@@ -8,10 +8,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ...data.audio import TTS_NAME, load_clips, make_kws_tts, read_wav, scan_speech_commands, tts_dir
+from ...data.audio import TTS_NAME, UNKNOWN, load_clips, make_kws_tts, read_wav, scan_speech_commands, tts_dir
 from ...errors import DataError
 from ...runtime.features import LOG_EPS, LogMel
-from ...utils.log import warn
+from ...utils.log import info, warn
 from ..base import TaskData, epoch_batches
 from ..classify_torch import TorchClassification
 from .device import DEVICE
@@ -27,8 +27,8 @@ class KwsSplit:
 
 
 def torch_logmel(wave: torch.Tensor, lm: LogMel) -> torch.Tensor:
-    """(B, S) float32 -> (B, n_mels, T): the numpy LogMel maths in torch (tested equal)."""
-    from ...runtime.features import hann_periodic, mel_filterbank
+    """(B, S) float32 -> (B, n_feat, T): the numpy LogMel (and MFCC) maths in torch (tested equal)."""
+    from ...runtime.features import dct_matrix, hann_periodic, mel_filterbank
 
     w = torch.zeros(lm.n_fft)
     off = (lm.n_fft - lm.win) // 2
@@ -37,7 +37,10 @@ def torch_logmel(wave: torch.Tensor, lm: LogMel) -> torch.Tensor:
     frames = wave.unfold(-1, lm.n_fft, lm.hop) * w.to(wave.device)
     spec = torch.fft.rfft(frames, n=lm.n_fft)
     power = spec.real ** 2 + spec.imag ** 2
-    return torch.log(power @ fb.to(wave.device) + LOG_EPS).transpose(1, 2).contiguous()
+    out = torch.log(power @ fb.to(wave.device) + LOG_EPS)
+    if lm.n_mfcc:
+        out = out @ torch.from_numpy(dct_matrix(lm.n_mfcc, lm.n_mels)).to(wave.device)
+    return out.transpose(1, 2).contiguous()
 
 
 class Task(TorchClassification):
@@ -64,6 +67,8 @@ class Task(TorchClassification):
             clips, tg, spk, sk = load_clips(items, files.classes, lm.clip_samples, recipe.data.strict,
                                             recipe.data.workers)
             skipped += sk
+            clips, tg, spk = _balance(clips, tg, spk, files.classes, recipe, files.noise, name,
+                                      recipe.data.split_seed)
             out[name] = KwsSplit(clips, tg, spk)
         if skipped:
             warn(f"skipped {len(skipped)} unreadable or empty wav file(s), e.g. {', '.join(skipped[:3])} "
@@ -90,6 +95,46 @@ class Task(TorchClassification):
             x = augment_wave(x, a, lm, noise, g)
             f = spec_augment(torch_logmel(x, lm), a, g)
             yield f.unsqueeze(1).to(device), torch.from_numpy(split.targets[idx]).to(device)
+
+    def before_epoch(self, model, data: TaskData, recipe, epoch: int, epochs: int, device, rd) -> TaskData | None:
+        """Hard-negative mining rounds (recipe ``mining``) due at this epoch: mined with the model as it is now,
+        or read back from RUN/hard_negatives_<round>.npz (a resumed run gets the same clips)."""
+        mc = recipe.mining
+        if not mc.rounds or rd is None:
+            return None
+        done = getattr(self, "_mined", set())
+        at = [max(1, int(epochs * (i + 1) / (mc.rounds + 1))) for i in range(mc.rounds)]
+        due = [i for i, e in enumerate(at) if e <= epoch and i not in done]
+        if not due:
+            return None
+        tr = data.train
+        clips, targets, spk = [tr.clips], [tr.targets], list(tr.speakers)
+        unk = data.classes.index(UNKNOWN)
+        for i in due:
+            f = Path(rd.path) / f"hard_negatives_{i}.npz"
+            if f.is_file():
+                c = np.load(f)["clips"]
+            else:
+                c, meta = mine_hard_negatives(model, tr, data.classes, recipe, getattr(self, "_noise", []), device,
+                                              seed=recipe.train.seed + 1000 + i)
+                from ...utils.io import atomic_write_with
+
+                def write(p, c=c):
+                    with open(p, "wb") as fh:
+                        np.savez(fh, clips=c)
+
+                atomic_write_with(f, write)
+                info(f"hard-negative mining round {i + 1}/{mc.rounds} (epoch {epoch + 1}): {len(c)} windows of "
+                     f"{meta['minutes']:.0f} min of training-split negative audio scored >= {mc.min_score} on a "
+                     f"keyword (max {meta['max_score']:.2f}); added to {UNKNOWN}")
+            clips.append(c)
+            targets.append(np.full(len(c), unk, np.int64))
+            spk += [f"mined-{i}"] * len(c)
+            done.add(i)
+        self._mined = done
+        import dataclasses
+
+        return dataclasses.replace(data, train=KwsSplit(np.concatenate(clips), np.concatenate(targets), spk))
 
     def eval_batches(self, split, recipe, batch_size: int, device: str = "cpu") -> Iterator[tuple]:
         lm = recipe.features.logmel()
@@ -119,11 +164,15 @@ class Task(TorchClassification):
     def example_input(self, recipe, batch: int = 1) -> torch.Tensor:
         lm = recipe.features.logmel()
         g = torch.Generator().manual_seed(0)
-        return torch.randn(batch, 1, lm.n_mels, lm.frames(lm.clip_samples), generator=g) * 3 - 6
+        return torch.randn(batch, 1, lm.n_feat, lm.frames(lm.clip_samples), generator=g) * 3 - 6
 
     def input_spec(self, recipe) -> dict:
         lm = recipe.features.logmel()
-        return {"name": "input", "shape": ["batch", 1, lm.n_mels, lm.frames(lm.clip_samples)], "dtype": "float32"}
+        return {"name": "input", "shape": ["batch", 1, lm.n_feat, lm.frames(lm.clip_samples)], "dtype": "float32"}
+
+    def model_kwargs(self, recipe) -> dict:
+        """Feature rows per frame (n_mels, or n_mfcc for MFCCs): the temporal models' input channels."""
+        return {"n_mels": recipe.features.logmel().n_feat}
 
     def preprocess_spec(self, recipe) -> dict:
         return recipe.features.logmel().spec()
@@ -140,6 +189,47 @@ class Task(TorchClassification):
             return None
         frames = lm.frames(lm.clip_samples)
         return streaming_wrapper(model, frames, hop // lm.hop), hop // lm.hop
+
+    def calibrate_bundle(self, bundle_dir: Path, manifest: dict, recipe, source: str) -> dict:
+        """The bundle's own detection threshold, chosen on the validation streams (val split: its keywords between
+        unknown words and real speakers, and ``calibration_minutes`` of negative audio) for
+        ``stream.target_fa_per_hour``: scored through the same runtime and posterior smoothing as the detector,
+        so an INT8 bundle gets the threshold its own scores need. Returns the manifest's ``stream`` section."""
+        from ...bench.audio_data import validation_streams
+        from ...bench.kws_scoring import choose_threshold
+        from ...runtime.kws import window_posteriors
+        from ...stages.parity import parity_runner
+
+        sc = recipe.stream
+        stream = self.extra_manifest(recipe)["stream"]
+        labels = manifest["labels"]
+        st = validation_streams(source, labels, sc.calibration_minutes, recipe.val_percent, recipe.test_percent,
+                                seed=recipe.data.split_seed)
+        lm = recipe.features.logmel()
+        hop = int(round(sc.hop_ms * lm.sample_rate / 1000))
+        smooth = max(1, int(round(sc.smooth_ms / sc.hop_ms)))
+        frames = lm.frames(lm.clip_samples)
+        runner_cls, how = parity_runner(manifest)
+        with runner_cls(bundle_dir, manifest) as runner:
+            name = manifest["inputs"][0]["name"]
+            def infer(x):
+                out = runner.infer({name: x})
+                return np.asarray(out["logits"] if "logits" in out else next(iter(out.values())))
+
+            pp = window_posteriors(infer, lm, frames, st["positive"]["audio"], hop, smooth)
+            pn = window_posteriors(infer, lm, frames, st["negative"]["audio"], hop, smooth)
+        kw_idx = [labels.index(k) for k in recipe.keywords if k in labels]
+        c = choose_threshold(pp, pn, st["positive"]["truth"], st["negative"]["truth"]["length_sec"], labels, kw_idx,
+                             hop / lm.sample_rate, sc.refractory_s, target_fa_per_hour=sc.target_fa_per_hour)
+        stream["threshold"] = float(c["threshold"])
+        stream["calibration"] = {
+            **c, "recipe_threshold": sc.threshold, "runner": how,
+            "positive_keywords": len(st["positive"]["truth"]["events"]),
+            "stream": {k: st[k]["truth"]["source"] for k in ("positive", "negative")},
+            "negative_speech": st["negative"]["truth"]["negative_speech"],
+            "rule": "the lowest threshold whose false accepts on the validation streams are at most "
+                    "target_fa_per_hour x their negative hours"}
+        return stream
 
     def extra_manifest(self, recipe) -> dict:
         s = recipe.stream
@@ -160,6 +250,7 @@ def augment_wave(x: torch.Tensor, a, lm: LogMel, noise: list[np.ndarray], g: tor
             else:
                 out[i, :n + s] = x[i, -s:]
         x = out
+    x = room_and_mic(x, a, lm, g)
     lo, hi = a.gain_db
     x = x * (10 ** (torch.empty(b, 1).uniform_(lo, hi, generator=g) / 20))
     if noise and a.noise_prob > 0:
@@ -177,6 +268,58 @@ def augment_wave(x: torch.Tensor, a, lm: LogMel, noise: list[np.ndarray], g: tor
     return x.clamp(-1, 1)
 
 
+def room_and_mic(x: torch.Tensor, a, lm: LogMel, g: torch.Generator) -> torch.Tensor:
+    """Reverberation (a simulated room impulse response, direct path kept in place) and a random microphone
+    response (high-pass 50-400 Hz, low-pass 3.4-8 kHz, two resonances of +-6 dB), in one FFT per batch; each
+    clip's level (RMS) is kept, so gain and noise augmentation after it behave as before."""
+    b, n = x.shape
+    rev = (torch.rand(b, generator=g) < a.reverb_prob) if a.reverb_prob > 0 else torch.zeros(b, dtype=torch.bool)
+    eq = (torch.rand(b, generator=g) < a.eq_prob) if a.eq_prob > 0 else torch.zeros(b, dtype=torch.bool)
+    m = rev | eq
+    if not bool(m.any()):
+        return x
+    nfft, bank_f = _rir_spectra(a, lm, n) if a.reverb_prob > 0 else ((1 << int(np.ceil(np.log2(n)))) * 2, None)
+    freqs = torch.fft.rfftfreq(nfft, 1 / lm.sample_rate).clamp_min(1.0)
+    k = int(m.sum())
+    H = torch.ones(k, len(freqs), dtype=torch.complex64)
+    r, e = rev[m], eq[m]
+    if bool(r.any()):
+        pick = torch.randint(len(bank_f), (int(r.sum()),), generator=g)
+        H[r] = bank_f[pick]
+    if bool(e.any()):
+        u = torch.rand(int(e.sum()), 6, generator=g)
+        hp = (50 * 8 ** u[:, :1])                                      # 50-400 Hz
+        lp = 3400 * (8000 / 3400) ** u[:, 1:2]                         # 3.4-8 kHz
+        gain = 1 / torch.sqrt(1 + (hp / freqs) ** 4) / torch.sqrt(1 + (freqs / lp) ** 8)
+        lf = torch.log2(freqs)
+        lo, hi = float(np.log2(200)), float(np.log2(6000))
+        for c, d in ((2, 3), (4, 5)):
+            centre = lo + u[:, c:c + 1] * (hi - lo)
+            gain = gain * 10 ** ((u[:, d:d + 1] * 12 - 6) * torch.exp(-0.5 * ((lf - centre) / 0.5) ** 2) / 20)
+        H[e] = H[e] * gain
+    y = torch.fft.irfft(torch.fft.rfft(x[m], n=nfft) * H, n=nfft)[:, :n]
+    rms_in = x[m].pow(2).mean(1, keepdim=True).sqrt()
+    rms_out = y.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-8)
+    out = x.clone()
+    out[m] = y * (rms_in / rms_out)
+    return out
+
+
+_RIR_F: dict = {}
+
+
+def _rir_spectra(a, lm: LogMel, n: int):
+    """(nfft, spectra of the impulse-response bank), computed once per process."""
+    key = (tuple(a.rt60_s), a.rooms, lm.sample_rate, n)
+    if key not in _RIR_F:
+        from ...data.rir import rir_bank
+
+        bank = rir_bank(n=a.rooms, rt60=tuple(a.rt60_s), sr=lm.sample_rate)
+        nfft = 1 << int(np.ceil(np.log2(n + max(len(h) for h in bank))))
+        _RIR_F[key] = (nfft, torch.stack([torch.fft.rfft(torch.from_numpy(h), n=nfft) for h in bank]))
+    return _RIR_F[key]
+
+
 def spec_augment(f: torch.Tensor, a, g: torch.Generator) -> torch.Tensor:
     """Frequency and time masks (SpecAugment), filled with each sample's mean."""
     b, nm, t = f.shape
@@ -192,6 +335,80 @@ def spec_augment(f: torch.Tensor, a, g: torch.Generator) -> torch.Tensor:
             s = int(torch.randint(0, max(t - w, 1), (1,), generator=g))
             f[i, :, s:s + w] = mean[i]
     return f
+
+
+def _balance(clips, tg, spk, classes, recipe, noise_files, split: str, seed: int):
+    """Speech Commands' 12-class recipe (Warden 2018; MLPerf Tiny): ``_unknown_`` cut to ``unknown_percent`` of
+    the split, and ``_silence_`` clips cut from the background-noise files to ``silence_percent`` of it when
+    the folder has none. Seeded per split."""
+    from ...data.audio import SILENCE
+
+    unk, sil = classes.index(UNKNOWN), classes.index(SILENCE)
+    rng = np.random.default_rng([seed, ["train", "val", "test"].index(split)])
+    keep = np.ones(len(tg), bool)
+    if recipe.unknown_percent is not None:
+        u = np.flatnonzero(tg == unk)
+        known = int((tg != unk).sum())
+        want = int(round(known * recipe.unknown_percent / (100 - recipe.unknown_percent)))
+        if len(u) > want:
+            keep[rng.choice(u, len(u) - want, replace=False)] = False
+    clips, tg, spk = clips[keep], tg[keep], [s for s, k in zip(spk, keep) if k]
+    if recipe.silence_percent is not None and not (tg == sil).any() and noise_files:
+        n = int(round(len(tg) * recipe.silence_percent / (100 - recipe.silence_percent)))
+        noise = [read_wav(p) for p in noise_files]
+        noise = [x for x in noise if len(x) > clips.shape[1]]
+        if noise and n:
+            add = np.zeros((n, clips.shape[1]), np.int16)
+            for i in range(n):
+                x = noise[int(rng.integers(len(noise)))]
+                o = int(rng.integers(len(x) - clips.shape[1]))
+                add[i] = (np.clip(x[o:o + clips.shape[1]] * rng.uniform(0, 1), -1, 1) * 32767).astype(np.int16)
+            clips = np.concatenate([clips, add])
+            tg = np.concatenate([tg, np.full(n, sil, np.int64)])
+            spk = spk + [f"noise-{split}"] * n
+    return clips, tg, spk
+
+
+@torch.no_grad()
+def mine_hard_negatives(model, train: KwsSplit, classes: list[str], recipe, noise: list[np.ndarray], device,
+                        seed: int) -> tuple[np.ndarray, dict]:
+    """Windows of a long training-split negative stream (unknown words and real speech between pauses, over
+    background noise at 10 dB SNR) on which the model fires: the highest keyword posteriors, 1 s apart."""
+    from ...data.audio import make_stream
+
+    mc = recipe.mining
+    lm = recipe.features.logmel()
+    unk = classes.index(UNKNOWN)
+    kw = [i for i, c in enumerate(classes) if not c.startswith("_")]
+    negs = [train.clips[j].astype(np.float32) / 32767 for j in np.flatnonzero(train.targets == unk)]
+    if not negs:
+        return np.zeros((0, lm.clip_samples), np.int16), {"minutes": 0.0, "max_score": 0.0}
+    audio, _ = make_stream([], negs, list(noise), mc.minutes * 60, seed=seed, snr_db=10.0, gap_s=(0.2, 1.5))
+    feats = lm.frames_from(audio)
+    frames = lm.frames(lm.clip_samples)
+    step = max(1, int(round(0.1 * lm.sample_rate / lm.hop)))            # a window every 100 ms
+    starts = np.arange(0, feats.shape[1] - frames + 1, step)
+    was = model.training
+    model.eval()
+    scores = []
+    for s in range(0, len(starts), 256):
+        x = torch.from_numpy(np.stack([feats[:, a:a + frames] for a in starts[s:s + 256]])[:, None]).to(device)
+        p = torch.softmax(model(x).float(), 1)[:, kw].max(1).values
+        scores.append(p.cpu().numpy())
+    model.train(was)
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    order = np.argsort(-scores)
+    taken: list[int] = []
+    gap = int(round(lm.sample_rate / lm.hop))                               # 1 s apart
+    for j in order:
+        if scores[j] < mc.min_score or len(taken) >= mc.max_clips:
+            break
+        if all(abs(int(starts[j]) - int(starts[t])) >= gap for t in taken):
+            taken.append(int(j))
+    out = np.stack([audio[starts[j] * lm.hop: starts[j] * lm.hop + lm.clip_samples] for j in taken]) \
+        if taken else np.zeros((0, lm.clip_samples), np.float32)
+    return (np.clip(out, -1, 1) * 32767).astype(np.int16), \
+        {"minutes": len(audio) / lm.sample_rate / 60, "max_score": float(scores.max()) if len(scores) else 0.0}
 
 
 def tts_path() -> Path:
