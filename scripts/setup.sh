@@ -13,7 +13,10 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---- system packages: real offline data + TTS for the keyword-spotting set + a C++ compiler for NNCF
 #      + OpenSSH (bench on a device; the tests run a real sshd on 127.0.0.1)
-APT_PKGS=(dataset-fashion-mnist espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata klettres-data g++ openssh-client openssh-server)
+APT_PKGS=(dataset-fashion-mnist espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata
+          klettres-data asterisk-core-sounds-en-wav ktuberling-data codec2-examples warzone2100-data megaglest-data g++
+          openssh-client
+          openssh-server)
 missing=()
 [[ -d /usr/share/datasets/fashion-mnist ]] || missing+=(dataset-fashion-mnist)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
@@ -23,6 +26,12 @@ command -v text2wave >/dev/null || missing+=(festival)
 command -v sox >/dev/null || missing+=(sox)
 [[ -d /usr/share/pocketsphinx/test/data ]] || missing+=(pocketsphinx-testdata)
 [[ -d /usr/share/klettres ]] || missing+=(klettres-data)
+# real human speech: training negatives (asterisk prompts, ktuberling words) and test-only streams (codec2, warzone)
+[[ -d /usr/share/asterisk/sounds/en_US_f_Allison ]] || missing+=(asterisk-core-sounds-en-wav)
+[[ -d /usr/share/ktuberling/sounds ]] || missing+=(ktuberling-data)
+[[ -d /usr/share/codec2/wav ]] || missing+=(codec2-examples)
+[[ -f /usr/share/games/warzone2100/base.wz ]] || missing+=(warzone2100-data)
+[[ -d /usr/share/games/megaglest/tilesets ]] || missing+=(megaglest-data)   # real ambience (background noise)
 command -v g++ >/dev/null || missing+=(g++)
 command -v ssh >/dev/null || missing+=(openssh-client)        # edgeft bench --device ssh://...
 [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)          # the tests' device on 127.0.0.1

@@ -458,3 +458,15 @@ def test_speech_commands_mlperf_recipe_on_a_tiny_folder(tiny_kws_data, tmp_path,
     r = cli("finetune", "--recipe", "kws/speech_commands_mlperf", "--out", tmp_path / "r2", "--epochs", "1",
             "--data", tmp_path / "missing")
     assert r.code == 2 and "does not exist" in r.err and r.err.count("\n") == 1, r.err
+
+
+def test_bad_kws_recipe_values_are_one_line_errors(cli, tmp_path):
+    for key, val, needle in (("features.n_mfcc", "50", "n_mfcc (50) exceeds n_mels (40)"),
+                             ("features.win_ms", "50", "is longer than n_fft"),
+                             ("stream.target_fa_per_hour", "0", "greater than 0"),
+                             ("augment_audio.reverb_prob", "2", "less than or equal to 1"),
+                             ("mining.rounds", "-1", "greater than or equal to 0"),
+                             ("unknown_percent", "100", "less than 100")):
+        r = cli("finetune", "--recipe", "kws/dscnn_s", "--out", tmp_path / "r", "--set", f"{key}={val}")
+        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (key, r.err)
+    assert not (tmp_path / "r").exists()

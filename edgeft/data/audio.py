@@ -33,7 +33,7 @@ UNKNOWN_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", 
                  "visual"]
 UNKNOWN, SILENCE, NOISE_DIR = "_unknown_", "_silence_", "_background_noise_"
 TTS_NAME = "speech-commands-tts"
-TTS_VERSION = 2   # 2: + festival voices, 32 espeak variants, speed perturbation, more real _unknown_ speech
+TTS_VERSION = 3   # 2: + festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: + real ambience
 
 
 # ------------------------------------------------------------------------------------------- wav I/O
@@ -406,11 +406,12 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     for i, kind in enumerate(["white", "pink", "brown", "pink", "brown", "white"]):
         write_wav(tmp / NOISE_DIR / f"{kind}_{i}.wav", np.clip(noise_like(60 * SR, rng, kind) * 0.1, -1, 1))
     real = import_real_unknown(tmp / "_real_unknown_") if real_unknown else {}
+    real_noise = import_real_noise(tmp / NOISE_DIR) if real_unknown else 0
     (tmp / "manifest.json").write_text(json.dumps({
         "name": TTS_NAME, "version": TTS_VERSION, "seed": seed, "tts_clips": n, "silence": silence,
         "keywords": list(keywords), "unknown_words": UNKNOWN_WORDS, "espeak_speakers": len(dialects) * len(variants),
         "flite_voices": list(flite_voices), "festival_voices": list(fest), "snr_db": [5, 40], "real_unknown_clips": sum(real.values()) if real else 0,
-        "real_unknown_sources": real,
+        "real_unknown_sources": real, "real_noise_files": real_noise,
         "tools": {t: shutil.which(t) for t in ("espeak-ng", "flite", "sox")}}, indent=1))
     (tmp / "COMPLETE").write_text("ok\n")
     if out.exists():
@@ -513,6 +514,33 @@ def import_real_unknown(dst: Path) -> dict:
             write_wav(dst / f"{spk}__{f.parent.name}-{f.stem}_{k}.wav", place_in_clip(seg, rng, 40.0))
             n["asterisk-en" if spk == "ast-en" else "ktuberling"] += 1
     return out | n
+
+
+MEGAGLEST = Path("/usr/share/games/megaglest/tilesets")             # Debian megaglest-data
+
+
+def import_real_noise(dst: Path, min_s: float = 7.5) -> int:
+    """Real recorded ambience for ``_background_noise_`` (Debian megaglest-data, CC-BY-SA-3.0): the tilesets'
+    looping field recordings (forest day and night, insects, rain, wind, desert, Mediterranean), de-duplicated
+    (tilesets share files), at least ``min_s`` long, 16 kHz mono. Designed sounds and short effects are left out."""
+    if shutil.which("sox") is None or not MEGAGLEST.is_dir():
+        return 0
+    seen, n = set(), 0
+    for f in sorted(MEGAGLEST.glob("*/sounds/*")):
+        real = f.resolve()
+        if real.suffix not in (".ogg", ".wav") or f.parent.parent.name == "hell" or not real.is_file():
+            continue
+        digest = hashlib.sha1(real.read_bytes()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        x = decode_with_sox(real)
+        if x is None or len(x) < min_s * SR:
+            continue
+        x = x / (np.abs(x).max() + 1e-9) * 0.5
+        write_wav(dst / f"real-megaglest-{f.parent.parent.name}-{f.stem}.wav", x)
+        n += 1
+    return n
 
 
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")

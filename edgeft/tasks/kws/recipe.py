@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ...data.audio import KEYWORDS
 from ...sections import RecipeBase, Section, register_recipe_class
@@ -20,15 +20,19 @@ class FeaturesCfg(Section):
     f_max: float = Field(7600.0, gt=0)
     n_mfcc: int = Field(0, ge=0, description="0: log-mel features; N > 0: the first N MFCCs (MLPerf Tiny: 10)")
 
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc ({self.n_mfcc}) exceeds n_mels ({self.n_mels}): MFCCs are taken from the mel bands")
+        if int(round(self.win_ms * self.sample_rate / 1000)) > self.n_fft:
+            raise ValueError(f"win_ms ({self.win_ms}) is longer than n_fft ({self.n_fft} samples)")
+        return self
+
     def logmel(self):
         from ...runtime.features import LogMel
 
         sr = self.sample_rate
         win = int(round(self.win_ms * sr / 1000))
-        if self.n_mfcc > self.n_mels:
-            raise ValueError(f"features.n_mfcc ({self.n_mfcc}) exceeds n_mels ({self.n_mels})")
-        if win > self.n_fft:
-            raise ValueError(f"features.win_ms ({self.win_ms}) is longer than n_fft ({self.n_fft} samples)")
         return LogMel(sample_rate=sr, n_fft=self.n_fft, win=win, hop=int(round(self.hop_ms * sr / 1000)),
                       n_mels=self.n_mels, f_min=self.f_min, f_max=self.f_max, clip_samples=int(self.clip_ms * sr / 1000),
                       n_mfcc=self.n_mfcc)

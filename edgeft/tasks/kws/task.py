@@ -76,7 +76,7 @@ class Task(TorchClassification):
         for name in ("train", "val"):
             if len(out[name]) == 0:
                 raise DataError(f"no readable clips in the {name} split of {files.root}")
-        self._noise = [read_wav(p) for p in files.noise][:16]
+        self._noise = [read_wav(p) for p in files.noise]
         spk = {s: set(out[s].speakers) for s in out}
         info = {**files.info, "skipped": len(skipped), "speakers": {s: len(v) for s, v in spk.items()},
                 "speaker_overlap": {"train&test": len(spk["train"] & spk["test"]), "train&val": len(spk["train"] & spk["val"])},
