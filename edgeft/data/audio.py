@@ -33,7 +33,8 @@ UNKNOWN_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", 
                  "visual"]
 UNKNOWN, SILENCE, NOISE_DIR = "_unknown_", "_silence_", "_background_noise_"
 TTS_NAME = "speech-commands-tts"
-TTS_VERSION = 3   # 2: + festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: + real ambience
+TTS_VERSION = 4   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
+#                   4: real _unknown_ capped per speaker, real "no"/"go" (klettres, not English) as keywords
 
 
 # ------------------------------------------------------------------------------------------- wav I/O
@@ -428,22 +429,35 @@ def klettres_locales() -> list[str]:
         if KLETTRES.is_dir() else []
 
 
-def import_klettres(dst: Path, langs=None) -> int:
+def import_klettres(dst: Path, langs=None, per_speaker: int | None = None, keyword_dst: Path | None = None,
+                    renditions: int = 8) -> int:
     """Real human letters/syllables (Debian klettres-data, roughly one speaker per locale, 20 locales) as 16 kHz
-    wavs named ``kl-<locale>__...``: the speaker hash puts whole locales (speakers) in train, val or test."""
+    wavs named ``kl-<locale>__...``: the speaker hash puts whole locales (speakers) in train, val or test.
+    ``per_speaker``: at most that many clips per locale (seeded choice). ``keyword_dst``: a syllable that *is* a
+    keyword ("no", "go" in es/it/ml/pt_BR/ru) goes to ``keyword_dst/<word>/`` as ``renditions`` placements (real
+    human keywords are rare offline); English "no" (en, en_GB) is never imported: it is the real-voice check."""
     if shutil.which("sox") is None or not KLETTRES.is_dir():
         return 0
     n = 0
     rng = np.random.default_rng(7)
     for lang in (langs or klettres_locales()):
-        for f in sorted((KLETTRES / lang).rglob("*.ogg")):
-            if f.stem.lower() in KEYWORDS:   # a real "no" is a keyword, not an unknown word
-                continue
+        files = sorted((KLETTRES / lang).rglob("*.ogg"))
+        words = [f for f in files if f.stem.lower() not in KEYWORDS]
+        if per_speaker is not None and len(words) > per_speaker:
+            keep = set(np.random.default_rng([7, len(lang)]).choice(len(words), per_speaker, replace=False).tolist())
+            words = [f for i, f in enumerate(words) if i in keep]
+        for f in words:
             x = decode_with_sox(f)
             if x is None:
                 continue
             write_wav(dst / f"kl-{lang}__{f.stem}_{f.parent.name}.wav", place_in_clip(x, rng, 40.0))
             n += 1
+        if keyword_dst is not None and lang not in ("en", "en_GB"):
+            for f in files:
+                w = f.stem.lower()
+                x = decode_with_sox(f) if w in KEYWORDS else None
+                for r in range(renditions if x is not None else 0):
+                    write_wav(keyword_dst / w / f"kl-{lang}__{w}_{r}.wav", place_in_clip(x, rng, float(rng.uniform(5, 40))))
     return n
 
 
@@ -474,6 +488,8 @@ def klettres_keywords(langs=("en", "en_GB")) -> list[tuple[np.ndarray, str, str]
 
 ASTERISK_EN = Path("/usr/share/asterisk/sounds/en_US_f_Allison")   # Debian asterisk-core-sounds-en-wav
 KTUBERLING = Path("/usr/share/ktuberling/sounds")                   # Debian ktuberling-data
+REAL_PER_SPEAKER = 25   # real _unknown_ clips per real speaker: with thousands, "a real voice" itself became the
+#                         cue for _unknown_ (real keywords scored <= 0.35; version 3), a shortcut, not a skill
 _NOT_SPEECH = {"beep", "beeperr", "tone", "2tone", "ascending", "descending", "silence", "music", "dtmf"}
 
 
@@ -490,7 +506,7 @@ def import_real_unknown(dst: Path) -> dict:
     speakers). A recording whose name holds a keyword ("call-fwd-on-busy") is left out; recordings longer than
     a clip give up to three consecutive 1 s clips. Never used: the test streams' real speech
     (``real_speech_files``)."""
-    out = {"klettres": import_klettres(dst)}
+    out = {"klettres": import_klettres(dst, per_speaker=REAL_PER_SPEAKER, keyword_dst=dst.parent)}
     if shutil.which("sox") is None:
         return out
     rng = np.random.default_rng(11)
@@ -499,7 +515,12 @@ def import_real_unknown(dst: Path) -> dict:
         srcs += [(f"kt-{d.name}", f) for d in sorted(KTUBERLING.iterdir()) if d.is_dir()
                  for f in sorted(d.iterdir()) if f.suffix in (".ogg", ".wav")]
     n = {"asterisk-en": 0, "ktuberling": 0}
+    per: dict[str, int] = {}
+    order = np.random.default_rng(13).permutation(len(srcs))
+    srcs = [srcs[i] for i in order]
     for spk, f in srcs:
+        if per.get(spk, 0) >= REAL_PER_SPEAKER:
+            continue
         w = _words_of(f)
         if w & set(KEYWORDS) or w & _NOT_SPEECH:
             continue
@@ -513,6 +534,9 @@ def import_real_unknown(dst: Path) -> dict:
                 break
             write_wav(dst / f"{spk}__{f.parent.name}-{f.stem}_{k}.wav", place_in_clip(seg, rng, 40.0))
             n["asterisk-en" if spk == "ast-en" else "ktuberling"] += 1
+            per[spk] = per.get(spk, 0) + 1
+            if per[spk] >= REAL_PER_SPEAKER:
+                break
     return out | n
 
 

@@ -1,0 +1,59 @@
+"""Do keyword bundles fire on real human keywords? (the few that exist offline; none is ever trained on)
+
+    python benchmarks/kws_real_voices.py BUNDLE [BUNDLE...]
+
+The clips: the three real human "no" recordings offline (Debian klettres-data en and en_GB, asterisk-core-sounds-en-wav
+vm-no) and the six ALSA channel-test phrases whose last word is a keyword ("Front Left", "Side Right", ...; one
+speaker, Debian alsa-utils). Each clip, with 0.5 s of silence before and after, runs through the bundle's own
+streaming detector (window mode, the bundle's calibrated threshold, smoothing and refractory period). Printed per
+bundle: how many clips produce a detection of their keyword, and the highest smoothed posterior of that keyword
+per clip. Nine clips from five speakers: a smoke check of real voices, not an accuracy figure.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgeft import runtime
+from edgeft.data.audio import ASTERISK_EN, KLETTRES, decode_with_sox
+from edgeft.runtime.kws import KwsDetector, replay
+from edgeft.utils.env import cpu_model
+
+
+def clips() -> list[tuple[str, str, Path]]:
+    out = [(f"klettres-{lang}-no", "no", KLETTRES / lang / "syllab" / "no.ogg") for lang in ("en", "en_GB")]
+    out.append(("asterisk-vm-no", "no", ASTERISK_EN / "vm-no.wav"))
+    for f in sorted(Path("/usr/share/sounds/alsa").glob("*.wav")):
+        w = f.stem.split("_")[-1].lower()
+        if w in ("left", "right"):
+            out.append((f"alsa-{f.stem}", w, f))
+    return [c for c in out if c[2].is_file()]
+
+
+def main(bundles: list[str]) -> None:
+    cs = clips()
+    if not cs:
+        sys.exit("no real keyword recordings installed (apt-get install klettres-data asterisk-core-sounds-en-wav "
+                 "alsa-utils)")
+    print(f"machine: {cpu_model()}, 1 thread; {len(cs)} clips: " + ", ".join(c[0] for c in cs))
+    for b in bundles:
+        with runtime.load(b, threads=1) as m:
+            det = KwsDetector(m, "window")
+            hits, cells = 0, []
+            for name, want, path in cs:
+                x = decode_with_sox(path)
+                x = np.concatenate([np.zeros(8000, np.float32), x, np.zeros(8000, np.float32)])
+                r = replay(det, x)
+                p = float(r["posteriors"][:, m.labels.index(want)].max())
+                ok = any(d["label"] == want for d in r["detections"])
+                hits += ok
+                cells.append(f"{name} {p:.2f}{' (detected)' if ok else ''}")
+            print(f"{b}: threshold {det.threshold:.3f}; detected {hits}/{len(cs)}; max P(keyword): " + "; ".join(cells))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
