@@ -46,6 +46,11 @@ def test_incremental_features_equal_full_window():
         i += n
     inc = np.concatenate(parts, 1)
     assert inc.shape == full.shape and np.abs(inc - full).max() < 1e-5
+    long = (np.random.default_rng(4).standard_normal(61 * 16000) * 0.2).astype(np.float32)   # > one 6000-frame chunk
+    f = lm.frames_from(long)
+    assert f.shape == (40, lm.frames(len(long)))
+    for a in (0, 5999, 6000, f.shape[1] - 1):                    # each side of the chunk boundary, frame by frame
+        assert np.abs(f[:, a] - lm.frames_from(long[a * 160:a * 160 + 512])[:, 0]).max() < 1e-5
 
 
 def test_streaming_model_equals_full_window():
@@ -466,7 +471,19 @@ def test_bad_kws_recipe_values_are_one_line_errors(cli, tmp_path):
                              ("stream.target_fa_per_hour", "0", "greater than 0"),
                              ("augment_audio.reverb_prob", "2", "less than or equal to 1"),
                              ("mining.rounds", "-1", "greater than or equal to 0"),
-                             ("unknown_percent", "100", "less than 100")):
+                             ("unknown_percent", "100", "less than 100"),
+                             ("silence_percent", "-5", "greater than or equal to 0"),
+                             ("stream.calibration_minutes", "0", "greater than 0")):
         r = cli("finetune", "--recipe", "kws/dscnn_s", "--out", tmp_path / "r", "--set", f"{key}={val}")
         assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (key, r.err)
     assert not (tmp_path / "r").exists()
+
+
+def test_make_kws_refuses_a_folder_it_did_not_make(cli, tmp_path):
+    """`data make-kws --out DIR` replaces its folder: a folder with someone else's files is refused, untouched."""
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep me")
+    r = cli("data", "make-kws", "--out", d)
+    assert r.code == 2 and "other files in it" in r.err and r.err.count("\n") == 1, r.err
+    assert (d / "notes.txt").read_text() == "keep me" and not (tmp_path / "mine.partial").exists()

@@ -283,10 +283,10 @@ def _flite(word: str, voice: str, stretch: float, f0: int) -> np.ndarray:
 
 def festival_voices() -> list[str]:
     """The FESTIVAL_VOICES installed here (festival + festvox-kallpc16k / -kdlpc16k / -us-slt-hts)."""
-    if shutil.which("text2wave") is None:
+    root = Path("/usr/share/festival/voices")
+    if shutil.which("text2wave") is None or not root.is_dir():
         return []
-    roots = [Path("/usr/share/festival/voices")]
-    have = {d.name for r in roots if r.is_dir() for d in r.glob("*/*") if d.is_dir()}
+    have = {d.name for d in root.glob("*/*") if d.is_dir()}
     return [v for v in FESTIVAL_VOICES if v in have]
 
 
@@ -349,6 +349,9 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     out = Path(out or tts_dir())
     if (out / "COMPLETE").is_file():
         return out
+    if out.is_dir() and any(out.iterdir()) and not _is_tts_set(out):
+        raise DataError(f"--out {str(out)!r} is a folder with other files in it; the keyword dataset replaces its "
+                        f"folder", hint="pass a new or empty folder")
     miss = tts_available()
     if miss:
         raise DataError(f"the built-in keyword dataset needs {miss}",
@@ -368,20 +371,14 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
             for w in words:
                 jobs.append(("espeak", f"{dia}+{var}", spk, w, UNKNOWN, 0))
     fest = festival_voices() if festival is None else festival
-    for v in fest:
-        spk = f"fv-{v.split('_')[0] if v.endswith('diphone') else 'slt-hts'}"
+    voices = [("festival", v, f"fv-{v.split('_')[0] if v.endswith('diphone') else 'slt-hts'}") for v in fest] + \
+        [("flite", v, f"fl-{v}") for v in flite_voices]
+    for engine, v, spk in voices:      # few voices each: more renditions, every unknown word
         for w in keywords:
             for r in range(renditions * 6):
-                jobs.append(("festival", v, spk, w, w, r))
+                jobs.append((engine, v, spk, w, w, r))
         for w in UNKNOWN_WORDS:
-            jobs.append(("festival", v, spk, w, UNKNOWN, 0))
-    for v in flite_voices:
-        spk = f"fl-{v}"
-        for w in keywords:
-            for r in range(renditions * 6):
-                jobs.append(("flite", v, spk, w, w, r))
-        for w in UNKNOWN_WORDS:
-            jobs.append(("flite", v, spk, w, UNKNOWN, 0))
+            jobs.append((engine, v, spk, w, UNKNOWN, 0))
 
     def run(job):
         engine, voice, spk, word, label, r = job
@@ -419,6 +416,14 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def _is_tts_set(d: Path) -> bool:
+    """An (unfinished) earlier copy of this dataset: its manifest names it."""
+    try:
+        return json.loads((d / "manifest.json").read_text()).get("name") == TTS_NAME
+    except (OSError, ValueError):
+        return False
 
 
 KLETTRES = Path("/usr/share/klettres")

@@ -108,6 +108,10 @@ class LogMel:
         t = self.frames(len(audio)) if n_frames is None else n_frames
         if t <= 0:
             return np.zeros((self.n_feat, 0), np.float32)
+        if t > _CHUNK:   # long audio: in chunks (the index array below is t x n_fft int64)
+            h = self.hop
+            return np.concatenate([self.frames_from(audio[a * h:(min(a + _CHUNK, t) - 1) * h + self.n_fft])
+                                   for a in range(0, t, _CHUNK)], 1)
         if t <= 8 and len(audio) >= (t - 1) * self.hop + self.n_fft:   # a streaming hop: a strided view
             fr = np.lib.stride_tricks.as_strided(np.ascontiguousarray(audio, np.float32), (t, self.n_fft),
                                                  (4 * self.hop, 4), writeable=False) * w
@@ -130,6 +134,7 @@ class LogMel:
 
 
 _CACHE: dict = {}
+_CHUNK = 6000      # frames per chunk of a long input (60 s at a 10 ms hop)
 
 
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:

@@ -237,11 +237,7 @@ def window_posteriors(infer, lm: LogMel, frames: int, audio: np.ndarray, hop: in
     fph = hop // lm.hop
     hops = len(audio) // hop
     x = np.asarray(audio[:hops * hop], np.float32)
-    total = lm.frames(len(x))
-    step = 6000                                        # frames per chunk of features (60 s at a 10 ms hop)
-    feats = np.concatenate([lm.frames_from(x[a * lm.hop: (min(a + step, total) - 1) * lm.hop + lm.n_fft])
-                            for a in range(0, total, step)], 1) if total else np.zeros((lm.n_feat, 0), np.float32)
-    padded = np.concatenate([np.repeat(lm.silence_column(), frames, 1), feats], 1)
+    padded = np.concatenate([np.repeat(lm.silence_column(), frames, 1), lm.frames_from(x)], 1)
     n_samp = (np.arange(hops) + 1) * hop
     produced = np.where(n_samp >= lm.n_fft, 1 + (n_samp - lm.n_fft) // lm.hop, 0)
     groups = produced // fph * fph

@@ -59,6 +59,7 @@ class Task(TorchClassification):
         lm = recipe.features.logmel()
         out, skipped = {}, []
         rng = np.random.default_rng(recipe.data.split_seed + 1)
+        noise = [read_wav(p) for p in files.noise]
         limits = {"train": recipe.data.train_limit, "val": recipe.data.val_limit, "test": recipe.data.test_limit}
         for name, items in files.splits.items():
             n = limits.get(name)
@@ -67,8 +68,7 @@ class Task(TorchClassification):
             clips, tg, spk, sk = load_clips(items, files.classes, lm.clip_samples, recipe.data.strict,
                                             recipe.data.workers)
             skipped += sk
-            clips, tg, spk = _balance(clips, tg, spk, files.classes, recipe, files.noise, name,
-                                      recipe.data.split_seed)
+            clips, tg, spk = _balance(clips, tg, spk, files.classes, recipe, noise, name, recipe.data.split_seed)
             out[name] = KwsSplit(clips, tg, spk)
         if skipped:
             warn(f"skipped {len(skipped)} unreadable or empty wav file(s), e.g. {', '.join(skipped[:3])} "
@@ -76,7 +76,7 @@ class Task(TorchClassification):
         for name in ("train", "val"):
             if len(out[name]) == 0:
                 raise DataError(f"no readable clips in the {name} split of {files.root}")
-        self._noise = [read_wav(p) for p in files.noise]
+        self._noise = noise
         spk = {s: set(out[s].speakers) for s in out}
         info = {**files.info, "skipped": len(skipped), "speakers": {s: len(v) for s, v in spk.items()},
                 "speaker_overlap": {"train&test": len(spk["train"] & spk["test"]), "train&val": len(spk["train"] & spk["val"])},
@@ -337,7 +337,7 @@ def spec_augment(f: torch.Tensor, a, g: torch.Generator) -> torch.Tensor:
     return f
 
 
-def _balance(clips, tg, spk, classes, recipe, noise_files, split: str, seed: int):
+def _balance(clips, tg, spk, classes, recipe, noise: list[np.ndarray], split: str, seed: int):
     """Speech Commands' 12-class recipe (Warden 2018; MLPerf Tiny): ``_unknown_`` cut to ``unknown_percent`` of
     the split, and ``_silence_`` clips cut from the background-noise files to ``silence_percent`` of it when
     the folder has none. Seeded per split."""
@@ -353,9 +353,8 @@ def _balance(clips, tg, spk, classes, recipe, noise_files, split: str, seed: int
         if len(u) > want:
             keep[rng.choice(u, len(u) - want, replace=False)] = False
     clips, tg, spk = clips[keep], tg[keep], [s for s, k in zip(spk, keep) if k]
-    if recipe.silence_percent is not None and not (tg == sil).any() and noise_files:
+    if recipe.silence_percent is not None and not (tg == sil).any() and noise:
         n = int(round(len(tg) * recipe.silence_percent / (100 - recipe.silence_percent)))
-        noise = [read_wav(p) for p in noise_files]
         noise = [x for x in noise if len(x) > clips.shape[1]]
         if noise and n:
             add = np.zeros((n, clips.shape[1]), np.int16)
