@@ -510,8 +510,11 @@ def streaming_view(m: dict) -> dict:
     t = dict(m.get("target") or {})
     t.update(requires=[r for r in t.get("requires") or [] if r != "int8_full_range"], int8_weights=None,
              qdq_flavour=None, compute_precision="f32" if prec == "fp32" else t.get("compute_precision", "f32"))
+    ns = len(sm["states"])        # the outputs: the data outputs, then each state's next value, in state order
+    stateful = {"input": sm["inputs"][0], "outputs": sm["outputs"][:-ns],
+                "states": [{**s, "output": o} for s, o in zip(sm["states"], sm["outputs"][-ns:])]}
     return {**m, "model_files": {"model": m["model_files"]["stream"]}, "precision": prec, "target": t,
-            "quantization": None, "inputs": None}
+            "quantization": None, "inputs": None, "stateful": stateful}
 
 
 def describe(m: dict) -> str:

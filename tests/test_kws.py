@@ -192,6 +192,39 @@ stream: {{calibration_minutes: 0.5}}
         s = replay(KwsDetector(model, "streaming", threshold=0.3), audio)
         rt = replay(KwsDetector(model, "streaming", threshold=0.3), audio, realtime=True)
     assert np.abs(w["posteriors"] - s["posteriors"]).max() < 1e-4
+    # the streaming graph (front end + model + smoothing, one call per hop) in OpenVINO, its state in the plugin;
+    # a smoothing window other than the bundle's (done outside the graph); two streams on one model
+    with runtime.load(run / "bundles" / "openvino-fp32") as model:
+        so = replay(KwsDetector(model, "streaming", threshold=0.3), audio)
+        s3 = replay(KwsDetector(model, "streaming", threshold=0.3, smooth_ms=60), audio)
+        w3 = replay(KwsDetector(model, "window", threshold=0.3, smooth_ms=60), audio)
+        det = KwsDetector(model, "streaming", threshold=0.3)
+        a, b2 = det.create_stream(), det.create_stream()
+        noise = np.random.default_rng(5).standard_normal(len(audio)).astype(np.float32) * 0.3
+        pa = []
+        for j in range(len(audio) // det.hop):
+            a.accept(audio[j * det.hop:(j + 1) * det.hop])
+            b2.accept(noise[j * det.hop:(j + 1) * det.hop])
+            pa.append(a.step()["posteriors"])
+            b2.step()
+    assert np.abs(so["posteriors"] - w["posteriors"]).max() < 1e-4
+    assert np.abs(s3["posteriors"] - w3["posteriors"]).max() < 1e-4
+    assert np.abs(s3["posteriors"] - so["posteriors"]).max() > 1e-3          # the window did change
+    assert np.abs(np.array(pa) - so["posteriors"]).max() < 1e-6
+    # ONNX Runtime's session (two I/O bindings in turn) = the generic one (numpy states through infer), reset included
+    from edgeft.backends.base import StateSession
+
+    with runtime.load(b) as model:
+        r = model.open_streaming()
+        fast, slow = r.state_session(), StateSession(r)
+        assert type(fast) is not StateSession
+        hop = model.streaming["hop_samples"]
+        for rep in range(2):
+            for j in range(12):
+                x = audio[None, j * hop:(j + 1) * hop]
+                assert all(np.abs(u - v).max() < 1e-6 for u, v in zip(fast.step(x), slow.step(x)))
+            fast.reset()
+            slow.reset()
     with runtime.load(b) as model:                  # the batched scorer (calibration) = the detector, hop by hop
         from edgeft.runtime.kws import window_posteriors
 

@@ -156,6 +156,12 @@ class Runner:
             return y
         return self._run(feeds)
 
+    def state_session(self) -> "StateSession":
+        """One stream's own state over a stateful model (a manifest with ``stateful``: the model's data input and
+        output, and each state input with the output that carries its next value; see
+        :func:`edgeft.bundle.streaming_view`). Backends override it with a faster one (no state copies)."""
+        return StateSession(self)
+
     def _check_io(self, io) -> None:
         """The model file must be the model the manifest describes: every static dim the manifest declares for
         its inputs and outputs (a classifier's output: one value per label)."""
@@ -261,3 +267,28 @@ def check_supported(fmt: str, precision: str, *, from_qat: bool = False, qat_fla
     if from_qat and precision in ("fp16", "bf16"):
         raise UnsupportedError(f"a QAT run exports an INT8 Q/DQ graph; {precision.upper()} of it makes no sense",
                                hint="export the QAT run with --int8 (or export its FP32 parent with --fp16)")
+
+
+class StateSession:
+    """``step(x) -> [outputs]`` with the model's state carried from call to call (zeros after ``reset()``): the
+    generic form, each state a numpy array through ``infer``. Many sessions may share one runner."""
+
+    def __init__(self, runner: Runner):
+        from ..errors import BundleError
+
+        spec = runner.manifest.get("stateful")
+        if not spec:
+            raise BundleError(f"{runner.bundle_dir}: this model has no state (the manifest view has no 'stateful')")
+        self.runner, self.spec = runner, spec
+        self.input, self.outputs = spec["input"], list(spec["outputs"])
+        self.states = [(s["name"], s["output"], tuple(s["shape"])) for s in spec["states"]]
+        self.reset()
+
+    def reset(self) -> None:
+        self.values = {n: np.zeros(shape, np.float32) for n, _, shape in self.states}
+
+    def step(self, x: np.ndarray) -> list[np.ndarray]:
+        """One call: the model's data outputs (not its states), in order."""
+        outs = self.runner.infer({self.input: x, **self.values})
+        self.values = {n: np.asarray(outs[o]) for n, o, _ in self.states}
+        return [np.asarray(outs[o]) for o in self.outputs]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Backend, BuildConfig, Precision
+from .base import Backend, BuildConfig, Precision, StateSession
 from .base import Runner as _Runner
 
 
@@ -118,12 +118,58 @@ class Runner(_Runner):
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.sess.run(None, feeds)))
 
+    def state_session(self):
+        """A stream's state kept in ONNX Runtime's own buffers: two I/O bindings over two sets of state arrays,
+        used in turn (the outputs of one call are the inputs of the next), so a call copies only the new input
+        and the output (measured on the DS-TCN stream graph, 1 thread: 0.10 -> 0.07 ms per call)."""
+        if self.exact_qdq or any(not isinstance(d, int) for a in (*self.sess.get_inputs(), *self.sess.get_outputs())
+                                 for d in a.shape):
+            return super().state_session()
+        return _PingPongSession(self)
+
     def io(self):
         dims = lambda a: [d if isinstance(d, int) and d > 0 else None for d in a.shape]  # noqa: E731
         return ([(a.name, dims(a)) for a in self.sess.get_inputs()], [(a.name, dims(a)) for a in self.sess.get_outputs()])
 
     def close(self) -> None:
         self.sess = None
+
+
+class _PingPongSession(StateSession):
+    def __init__(self, runner: Runner):
+        import onnxruntime as ort
+
+        super().__init__(runner)
+        sess = runner.sess
+        shape = {a.name: tuple(a.shape) for a in (*sess.get_inputs(), *sess.get_outputs())}
+        self.x = np.zeros(shape[self.input], np.float32)
+        self.ys = [np.zeros(shape[o], np.float32) for o in self.outputs]
+        self.bufs = [[np.zeros(shp, np.float32) for *_, shp in self.states] for _ in range(2)]
+        value = ort.OrtValue.ortvalue_from_numpy          # shares the array's memory (CPU)
+        self.binds = []
+        for k in (0, 1):
+            b = sess.io_binding()
+            b.bind_ortvalue_input(self.input, value(self.x))
+            for o, y in zip(self.outputs, self.ys):
+                b.bind_ortvalue_output(o, value(y))
+            for (n, o, _), a_in, a_out in zip(self.states, self.bufs[k], self.bufs[1 - k]):
+                b.bind_ortvalue_input(n, value(a_in))
+                b.bind_ortvalue_output(o, value(a_out))
+            self.binds.append(b)
+        self.sess = sess
+        self.turn = 0
+
+    def reset(self) -> None:
+        for bufs in getattr(self, "bufs", ()):
+            for a in bufs:
+                a[...] = 0
+        self.turn = 0
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        self.x[...] = x
+        self.sess.run_with_iobinding(self.binds[self.turn])
+        self.turn ^= 1
+        return [y.copy() for y in self.ys]
 
 
 class OnnxRuntimeBackend(Backend):

@@ -133,6 +133,13 @@ class Runner(_Runner):
         if self.batch:  # static shape: what benchmark_app measures; faster than a dynamic batch on CPU
             shape = [self.batch] + [int(d) for d in self.manifest["inputs"][0]["shape"][1:]]
             model.reshape({model.inputs[0]: shape})
+        st = self.manifest.get("stateful")
+        if st:   # state inside the plugin (ReadValue/Assign): a call passes only the new input (see state_session)
+            from openvino.passes import MakeStateful, Manager
+
+            pm = Manager()
+            pm.register_pass(MakeStateful({s["name"]: s["output"] for s in st["states"]}))
+            pm.run_passes(model)
         cfg = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
             cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
@@ -176,6 +183,13 @@ class Runner(_Runner):
             self.req.infer(feeds)
         return {n: self.req.get_output_tensor(i).data.copy() for i, n in enumerate(self.output_names)}
 
+    def state_session(self):
+        """A stream's state as OpenVINO variables of its own infer request (the model was made stateful at load):
+        a call copies only the new input and the output (DS-TCN stream graph, 1 thread: ~0.04 ms per call)."""
+        if not self.manifest.get("stateful"):
+            return super().state_session()
+        return _OvStateSession(self)
+
     def io(self):
         def dims(port):
             return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
@@ -186,6 +200,22 @@ class Runner(_Runner):
     def close(self) -> None:
         self.req = None
         self.compiled = None
+
+
+class _OvStateSession:
+    def __init__(self, runner: Runner):
+        spec = runner.manifest["stateful"]
+        self.req = runner.compiled.create_infer_request()   # the variables (the stream's state) live here
+        self.x = self.req.get_tensor(spec["input"])
+        self.ys = [self.req.get_tensor(o) for o in spec["outputs"]]
+
+    def reset(self) -> None:
+        self.req.reset_state()
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        self.x.data[...] = x
+        self.req.infer()
+        return [y.data.copy() for y in self.ys]
 
 
 def _type_name(t) -> str:

@@ -117,12 +117,65 @@ def streaming_wrapper(model, frames: int, new_frames: int):
                 out_states.append(xx[..., -b.context:])
                 y = b.act(b.bn1(b.dw(xx)))
                 y = b.bn2(b.pw(y))
-                x = b.act(y + xx[..., b.context:])
+                x = b.act(y + x)                             # = xx[..., context:], without a Slice node
             ring = torch.cat([states[-1], x], -1)[..., -self.pool_len:]
             out_states.append(ring)
             return (self.m.classifier(ring.mean(-1)), *out_states)
 
     return DSTCNStream(model)
+
+
+def audio_streaming_wrapper(stream, lm, hop_samples: int, smooth: int, n_labels: int):
+    """One call per hop, everything inside the graph: ``hop_samples`` new audio samples in; the log-mel (or MFCC)
+    frames they complete (``lm``'s maths: Hann-windowed DFT as a MatMul over the bins the mel filters use, power,
+    mel, log, DCT), the streaming model ``stream`` (see :func:`streaming_wrapper`), its softmax and the trailing
+    average of the last ``smooth`` posteriors out. The state: the last ``n_fft - hop`` samples, the model's
+    states and the posterior ring. Equal to the numpy front end + the full-window model + the detector's
+    smoothing, hop by hop (tested); a stream's first frames see ``n_fft - hop`` zeros before it (silence)."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+
+    from ..runtime.features import LOG_EPS
+
+    w, fb, dct = lm._consts()
+    fph = hop_samples // lm.hop
+    pad = lm.n_fft - lm.hop
+    used = np.flatnonzero(fb.any(1))                       # DFT bins with a mel weight (20 Hz..f_max)
+    k = np.arange(used.min(), used.max() + 1)[None, :]
+    n = np.arange(lm.n_fft)[:, None]
+    ang = 2 * np.pi * n * k / lm.n_fft
+    dft = np.concatenate([np.cos(ang) * w[:, None], -np.sin(ang) * w[:, None]], 1).astype(np.float32)
+    nb = k.shape[1]
+
+    class AudioStream(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stream = stream
+            self.register_buffer("dft", torch.from_numpy(dft))
+            self.register_buffer("fb", torch.from_numpy(np.ascontiguousarray(fb[k[0]])))
+            idx = np.arange(lm.n_fft)[None, :] + lm.hop * np.arange(fph)[:, None]     # the hop's frames
+            self.register_buffer("idx", torch.from_numpy(idx))
+            self.register_buffer("dct", None if dct is None else torch.from_numpy(dct))
+
+        def io_spec(self) -> dict:
+            st = [("audio_state", (1, pad))] + [(f"state{i}", s) for i, s in enumerate(stream.state_shapes())] + \
+                 [("post_state", (smooth, n_labels))]
+            return {"inputs": [("audio", (1, hop_samples))], "outputs": ["logits", "smoothed"], "states": st}
+
+        def forward(self, audio, audio_state, *states):
+            a = torch.cat([audio_state, audio], -1)                  # (1, pad + hop): exactly fph frames
+            spec = a[0][self.idx] @ self.dft                         # (fph, 2 * bins)
+            power = spec[:, :nb] ** 2 + spec[:, nb:] ** 2
+            feats = torch.log(power @ self.fb + LOG_EPS)
+            if self.dct is not None:
+                feats = feats @ self.dct
+            out = self.stream(feats.t()[None], *states[:-1])
+            logits = out[0]
+            ring = torch.cat([states[-1], torch.softmax(logits, -1)], 0)[1:]
+            return (logits, ring.mean(0, keepdim=True), a[:, hop_samples:], *out[1:], ring)
+
+    return AudioStream()
 
 
 def _reg(name, build, desc, head="classifier"):

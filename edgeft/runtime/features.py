@@ -147,18 +147,31 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 class StreamingLogMel:
     """Incremental features: each accept() computes only the frames completed by the new samples."""
 
-    def __init__(self, lm: LogMel):
+    def __init__(self, lm: LogMel, pad: int = 0):
+        """``pad``: zeros before the first sample (the detector uses n_fft - hop: every hop of audio then completes
+        whole frames, the newest ending at the newest sample)."""
         self.lm = lm
-        self.buf = np.zeros(0, np.float32)   # samples not yet consumed by a full hop (< n_fft + hop)
+        self.buf = np.zeros(pad, np.float32)   # samples not yet consumed by a full hop (< n_fft + hop)
         self.total_frames = 0
 
     def accept(self, samples: np.ndarray) -> np.ndarray:
         """Append samples; return the (n_feat, k) newly completed frames."""
+        lm = self.lm
         self.buf = np.concatenate([self.buf, np.asarray(samples, np.float32)])
-        k = self.lm.frames(len(self.buf))
+        n = len(self.buf)
+        k = 0 if n < lm.n_fft else 1 + (n - lm.n_fft) // lm.hop
         if k == 0:
-            return np.zeros((self.lm.n_feat, 0), np.float32)
-        out = self.lm.frames_from(self.buf, k)
-        self.buf = self.buf[k * self.lm.hop:]
+            return np.zeros((lm.n_feat, 0), np.float32)
+        if k <= 8:   # a streaming hop: the same maths as frames_from, with less per-call overhead
+            w, fb, dct = lm._consts()
+            fr = np.lib.stride_tricks.as_strided(self.buf, (k, lm.n_fft), (4 * lm.hop, 4), writeable=False) * w
+            spec = np.fft.rfft(fr, axis=1)
+            # a (k <= 8) x n_freqs x n_mels product: below OpenBLAS's threading threshold, so `@` runs on this
+            # thread (frames_from keeps einsum for long inputs, see there)
+            lmel = np.log((spec.real ** 2 + spec.imag ** 2) @ fb + LOG_EPS)
+            out = (lmel if dct is None else lmel @ dct).T
+        else:
+            out = lm.frames_from(self.buf, k)
+        self.buf = self.buf[k * lm.hop:]
         self.total_frames += k
         return out

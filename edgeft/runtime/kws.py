@@ -10,9 +10,12 @@ The detector follows sherpa-onnx's shape: the model is shared, state lives in a 
         out = s.step()                              # one hop: new feature frames, inference, smoothing
         if out["detection"]: print(out["detection"])
 
-Each hop computes only the new feature frames (a ring buffer of audio inside ``StreamingLogMel``). In
-``window`` mode a ring of the last ``frames`` feature columns is classified every hop; in ``streaming``
-mode the bundle's stateful model sees only the new frames (exactly equal outputs, far less compute).
+In ``window`` mode each hop computes only the new feature frames (``StreamingLogMel``) and the last ``frames``
+feature columns are classified. In ``streaming`` mode one call of the bundle's streaming graph does the whole hop:
+the hop's audio in; the new frames, the model's streaming form and the smoothing inside; the state kept in the
+runtime, one per stream (``Runner.state_session``). Both modes give the same posteriors (tested): a stream starts
+after silence (``n_fft - hop`` zero samples, silence frames, a smoothing ring of the posterior of silence).
+Bundles exported before the front end moved into the graph (a ``feats`` input) still stream, with numpy features.
 """
 from __future__ import annotations
 
@@ -85,6 +88,11 @@ class KwsDetector:
         keywords = sc.get("keywords") or [l for l in model.labels if not l.startswith("_")]
         self.kw_idx = [model.labels.index(k) for k in keywords if k in model.labels]
         model.open()
+        # the smoothing ring starts full of the posterior of silence: the stream starts after silence, as the
+        # window's frames and the streaming state do (the same in every mode and in window_posteriors)
+        sil = np.repeat(model.lm.silence_column(), model.frames, 1)[None, None]
+        self.p_silence = softmax(np.asarray(model.runner.infer(sil)["logits"], np.float32))[0]
+        self.audio_graph = False
         if mode == "streaming":
             r = model.open_streaming()
             sm = model.streaming
@@ -92,6 +100,9 @@ class KwsDetector:
                 raise UnsupportedError(f"the streaming model consumes {sm['new_frames']} frames per call but the hop "
                                        f"gives {self.frames_per_hop}", hint=f"use hop_ms = {sm['new_frames'] * 10}")
             self.stream_runner = r
+            # a hop's audio in, smoothed posteriors out (bundles since the front end moved into the graph)
+            self.audio_graph = sm.get("input") == "audio"
+            self.graph_smooths = self.audio_graph and int(sm["smooth_hops"]) == self.smooth
 
     def algorithmic_latency_ms(self) -> dict:
         """Delay from model/front end alone: hop quantisation (<= 1 hop) + trailing-average smoothing
@@ -108,24 +119,29 @@ class KwsStream:
     def __init__(self, det: KwsDetector):
         self.det = det
         m = det.model
-        self.feat = StreamingLogMel(m.lm)
+        # n_fft - hop zeros before the stream: each hop's samples complete exactly frames_per_hop frames, the
+        # newest ending at the newest sample
+        self.feat = StreamingLogMel(m.lm, pad=m.lm.n_fft - m.lm.hop)
         self.pending = np.zeros(0, np.float32)
         self.frames = np.repeat(m.lm.silence_column(), m.frames, 1)   # silence
         self.fbuf = np.zeros((m.lm.n_feat, 0), np.float32)
-        self.post = deque()
-        self.post_sum = np.zeros(len(m.labels), np.float64)     # running sum of the last `smooth` posteriors
+        self.post = deque([det.p_silence] * det.smooth)
+        self.post_sum = det.p_silence.astype(np.float64) * det.smooth   # running sum of the last `smooth` posteriors
         self.kw_arr = np.asarray(det.kw_idx)
         self.samples_seen = 0
         self.hops = 0
         self.last_det_t = -1e9
         self.detections: list[dict] = []
         if det.mode == "streaming":
-            self.states = [np.zeros(s["shape"], np.float32) for s in m.streaming["states"]]
-            self.state_names = [s["name"] for s in m.streaming["states"]]
-            self.out_names = None
-            silence = np.repeat(m.lm.silence_column(), det.frames_per_hop, 1)[None]
-            for _ in range(m.frames // det.frames_per_hop + 1):   # warm state on silence = window mode's start
-                self._stream_infer(silence)
+            self.session = det.stream_runner.state_session()     # this stream's state, in the backend's buffers
+            if det.audio_graph:                                  # zeros: silent audio, silence frames and posteriors
+                silence = np.zeros((1, det.hop), np.float32)
+                n_warm = m.frames // det.frames_per_hop + det.smooth + 1
+            else:
+                silence = np.repeat(m.lm.silence_column(), det.frames_per_hop, 1)[None]
+                n_warm = m.frames // det.frames_per_hop + 1
+            for _ in range(n_warm):   # warm state on silence = window mode's start
+                self.session.step(silence)
 
     def accept(self, samples: np.ndarray) -> None:
         self.pending = np.concatenate([self.pending, np.asarray(samples, np.float32)])
@@ -133,54 +149,78 @@ class KwsStream:
     def ready(self) -> bool:
         return len(self.pending) >= self.det.hop
 
-    def _stream_infer(self, new: np.ndarray) -> np.ndarray:
-        feeds = {"feats": new, **{n: s for n, s in zip(self.state_names, self.states)}}
-        outs = self.det.stream_runner.infer(feeds)
-        self.states = [np.asarray(outs[n + "_out"]) for n in self.state_names]
-        return np.asarray(outs["logits"])
-
     def step(self) -> dict:
         """Consume one hop of audio; returns timings (ms), the smoothed posteriors and any detection."""
         d = self.det
         t0 = time.perf_counter_ns()
         chunk, self.pending = self.pending[:d.hop], self.pending[d.hop:]
         self.samples_seen += len(chunk)
+        if d.audio_graph and len(chunk) == d.hop:          # one call: features, model, smoothing in the graph
+            return self._graph_step(chunk, t0)
         new = self.feat.accept(chunk)
         t1 = time.perf_counter_ns()
         logits = None
         # both modes consume feature frames in groups of frames_per_hop, so they see exactly the same frames
-        self.fbuf = np.concatenate([self.fbuf, new], 1)
-        groups = self.fbuf.shape[1] // d.frames_per_hop
+        fph = d.frames_per_hop
+        fb = np.concatenate([self.fbuf, new], 1) if self.fbuf.shape[1] else new
+        groups = fb.shape[1] // fph
         if groups:
-            take = groups * d.frames_per_hop
-            g, self.fbuf = self.fbuf[:, :take], self.fbuf[:, take:]
+            take = groups * fph
+            g, self.fbuf = fb[:, :take], fb[:, take:]
             if d.mode == "window":
                 self.frames = np.concatenate([self.frames[:, take:], g], 1)
                 logits = d.model.runner.infer(self.frames[None, None])["logits"][0]
             else:
                 for k in range(groups):
-                    logits = self._stream_infer(g[None, :, k * d.frames_per_hop:(k + 1) * d.frames_per_hop])[0]
+                    logits = self.session.step(g[None, :, k * fph:(k + 1) * fph])[0][0]
+        else:
+            self.fbuf = fb
         t2 = time.perf_counter_ns()
-        det = None
         t_s = self.samples_seen / d.model.lm.sample_rate
         if logits is not None:
-            p = softmax(logits)
+            e = np.exp(logits - logits.max())
+            p = e / e.sum()
             self.post.append(p)
             self.post_sum += p
             if len(self.post) > d.smooth:
                 self.post_sum -= self.post.popleft()
-        smoothed = (self.post_sum / len(self.post)).astype(np.float32) if self.post else \
-            np.zeros(len(d.model.labels), np.float32)
-        if self.post:
-            kw = int(self.kw_arr[np.argmax(smoothed[self.kw_arr])])
-            if smoothed[kw] >= d.threshold and t_s - self.last_det_t >= d.refractory_s:
-                det = {"label": d.model.labels[kw], "t_s": round(t_s, 4), "score": float(smoothed[kw])}
-                self.last_det_t = t_s
-                self.detections.append(det)
+        smoothed = (self.post_sum / len(self.post)).astype(np.float32)
+        det = self._decide(smoothed, t_s)
         t3 = time.perf_counter_ns()
         self.hops += 1
         return {"t_s": t_s, "features_ms": (t1 - t0) / 1e6, "infer_ms": (t2 - t1) / 1e6, "post_ms": (t3 - t2) / 1e6,
                 "compute_ms": (t3 - t0) / 1e6, "posteriors": smoothed, "detection": det}
+
+    def _decide(self, smoothed: np.ndarray, t_s: float) -> dict | None:
+        d = self.det
+        ks = smoothed[self.kw_arr]
+        j = int(ks.argmax())
+        if ks[j] >= d.threshold and t_s - self.last_det_t >= d.refractory_s:
+            det = {"label": d.model.labels[int(self.kw_arr[j])], "t_s": round(t_s, 4), "score": float(ks[j])}
+            self.last_det_t = t_s
+            self.detections.append(det)
+            return det
+        return None
+
+    def _graph_step(self, chunk: np.ndarray, t0: int) -> dict:
+        d = self.det
+        logits, smoothed = self.session.step(chunk[None])
+        t1 = time.perf_counter_ns()
+        if d.graph_smooths:
+            smoothed = smoothed[0]
+        else:                                   # a smoothing window other than the bundle's: here, as in window mode
+            logits = logits[0]
+            e = np.exp(logits - logits.max())
+            p = e / e.sum()
+            self.post.append(p)
+            self.post_sum += p - self.post.popleft()
+            smoothed = (self.post_sum / len(self.post)).astype(np.float32)
+        t_s = self.samples_seen / d.model.lm.sample_rate
+        det = self._decide(smoothed, t_s)
+        t2 = time.perf_counter_ns()
+        self.hops += 1
+        return {"t_s": t_s, "features_ms": 0.0, "infer_ms": (t1 - t0) / 1e6, "post_ms": (t2 - t1) / 1e6,
+                "compute_ms": (t2 - t0) / 1e6, "posteriors": smoothed, "detection": det}
 
 
 def replay(det: KwsDetector, audio: np.ndarray, realtime: bool = False, on_step=None,
@@ -230,30 +270,23 @@ def check_streaming_manifest(m: dict) -> None:
 
 def window_posteriors(infer, lm: LogMel, frames: int, audio: np.ndarray, hop: int, smooth: int,
                       batch: int = 128) -> np.ndarray:
-    """The smoothed posteriors ``replay`` gives in window mode, per hop, computed in batches: the same feature
-    frames, the same windows (silence before the stream starts), the same trailing average; ``infer`` maps a
+    """The smoothed posteriors ``replay`` gives (window mode = streaming mode), per hop, computed in batches: the
+    same feature frames (``n_fft - hop`` zeros before the stream), the same windows (silence before the stream
+    starts), the same trailing average (a ring that starts full of the posterior of silence); ``infer`` maps a
     (B, 1, n_feat, frames) batch to (B, classes) logits. For calibration and mining, where the per-hop schedule
     does not matter but the scores must be the detector's."""
     fph = hop // lm.hop
     hops = len(audio) // hop
-    x = np.asarray(audio[:hops * hop], np.float32)
-    padded = np.concatenate([np.repeat(lm.silence_column(), frames, 1), lm.frames_from(x)], 1)
-    n_samp = (np.arange(hops) + 1) * hop
-    produced = np.where(n_samp >= lm.n_fft, 1 + (n_samp - lm.n_fft) // lm.hop, 0)
-    groups = produced // fph * fph
-    new = np.flatnonzero(np.diff(np.concatenate([[0], groups])) > 0)
-    starts = groups[new]
-    probs = []
+    x = np.concatenate([np.zeros(lm.n_fft - lm.hop, np.float32), np.asarray(audio[:hops * hop], np.float32)])
+    padded = np.concatenate([np.repeat(lm.silence_column(), frames, 1), lm.frames_from(x)], 1)   # hops * fph new
+    starts = np.arange(hops + 1) * fph          # window 0: all silence; window j + 1: what hop j sees
     win = np.lib.stride_tricks.sliding_window_view(padded, frames, axis=1)      # (n_feat, T, frames), a view
-    for s in range(0, len(new), batch):
+    probs = []
+    for s in range(0, len(starts), batch):
         xb = np.ascontiguousarray(win[:, starts[s:s + batch]].transpose(1, 0, 2))[:, None]
         probs.append(softmax(np.asarray(infer(xb), np.float32)))
-    probs = np.concatenate(probs) if probs else np.zeros((0, 1), np.float32)
-    ncls = probs.shape[1] if len(probs) else 1
-    cs = np.concatenate([np.zeros((1, ncls)), np.cumsum(probs.astype(np.float64), 0)])
-    out = np.zeros((hops, ncls), np.float32)
-    k = np.searchsorted(new, np.arange(hops), side="right")      # logits computed up to and including hop j
-    have = k > 0
-    lo = np.maximum(k - smooth, 0)
-    out[have] = ((cs[k[have]] - cs[lo[have]]) / (k[have] - lo[have])[:, None]).astype(np.float32)
-    return out
+    probs = np.concatenate(probs)
+    seq = np.concatenate([np.repeat(probs[:1], smooth, 0), probs[1:]]).astype(np.float64)
+    cs = np.concatenate([np.zeros((1, seq.shape[1])), np.cumsum(seq, 0)])
+    j = np.arange(hops)
+    return ((cs[j + smooth + 1] - cs[j + 1]) / smooth).astype(np.float32)

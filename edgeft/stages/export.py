@@ -266,32 +266,35 @@ def _macs(model, task, recipe) -> int:
 
 
 def _export_streaming(task, recipe, model, tmp: Path, backend, fmt, precision, built, spec) -> dict | None:
-    """Export the exact streaming (stateful) form of a streamable model next to the full-window model."""
-    sm = task.streaming_model(model, recipe)
+    """Export the exact streaming (stateful) form of a streamable model next to the full-window model: one call
+    per hop, audio samples in, logits and smoothed posteriors out, the state carried between calls."""
+    sm = task.streaming_model(model, recipe, int(spec["outputs"][0]["shape"][-1]))
     if sm is None:
         return None
     import torch
 
-    wrapper, new_frames = sm
-    shapes = wrapper.state_shapes()
-    n_mels = shapes[0][1]
-    names = [f"state{i}" for i in range(len(shapes))]
-    feats = torch.zeros(1, n_mels, new_frames)
-    states = tuple(torch.zeros(s) for s in shapes)
+    wrapper, facts = sm
+    io_spec = wrapper.io_spec()
+    (in_name, in_shape), = io_spec["inputs"]
+    names = [n for n, _ in io_spec["states"]]
+    args = (torch.zeros(in_shape), *(torch.zeros(s) for _, s in io_spec["states"]))
+    outputs = [*io_spec["outputs"], *[n + "_out" for n in names]]      # data outputs, then the states' next values
     p = tmp / ".stream.onnx"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper.eval(), (feats, *states), str(p), dynamo=False, opset_version=17,
-                          input_names=["feats", *names], output_names=["logits", *[n + "_out" for n in names]])
+        torch.onnx.export(wrapper.eval(), args, str(p), dynamo=False, opset_version=17,
+                          input_names=[in_name, *names], output_names=outputs)
     f = backend.convert_extra(p, tmp, "stream", precision)
     p.unlink()
     built["model_files"]["stream"] = f
-    return {"file": f, "new_frames": int(new_frames), "window_frames": int(spec["inputs"][0]["shape"][-1]),
-            "inputs": ["feats", *names], "outputs": ["logits", *[n + "_out" for n in names]],
-            "states": [{"name": n, "shape": list(s)} for n, s in zip(names, shapes)],
+    return {"file": f, **facts, "inputs": [in_name, *names], "outputs": outputs,
+            "states": [{"name": n, "shape": list(s)} for n, s in io_spec["states"]],
             "precision": precision if precision in ("fp16", "bf16") and fmt == "openvino" else "fp32",
-            "note": "exact streaming form (external state, Rybakov et al. 2020): new frames + state in, logits + "
-                    "state out; equals re-running the full window every hop"}
+            "front_end": "in the graph: the hop's frames (Gather), Hann-windowed DFT as a MatMul over the bins the "
+                         "mel filters use, power, mel, log" + (", DCT" if recipe.features.logmel().n_mfcc else ""),
+            "note": "exact streaming form (external state, Rybakov et al. 2020): a hop's audio + state in, logits, "
+                    "smoothed posteriors + state out; equals the numpy front end + the full-window model + the "
+                    "detector's trailing average, hop by hop"}
 
 
 def _qat_reference(rd, desc):

@@ -177,18 +177,23 @@ class Task(TorchClassification):
     def preprocess_spec(self, recipe) -> dict:
         return recipe.features.logmel().spec()
 
-    def streaming_model(self, model, recipe):
-        """(stateful wrapper, new frames per hop) for causal temporal models (ds_tcn); None otherwise."""
+    def streaming_model(self, model, recipe, n_labels: int):
+        """(stateful wrapper, facts for the manifest) for causal temporal models (ds_tcn), None otherwise: one
+        graph call per hop, from the hop's audio samples to the smoothed posteriors."""
         if not hasattr(model, "receptive_field"):
             return None
-        from ...models.audio import streaming_wrapper
+        from ...models.audio import audio_streaming_wrapper, streaming_wrapper
 
         lm = recipe.features.logmel()
-        hop = int(round(recipe.stream.hop_ms * lm.sample_rate / 1000))
+        sc = recipe.stream
+        hop = int(round(sc.hop_ms * lm.sample_rate / 1000))
         if hop % lm.hop:
             return None
         frames = lm.frames(lm.clip_samples)
-        return streaming_wrapper(model, frames, hop // lm.hop), hop // lm.hop
+        smooth = max(1, int(round(sc.smooth_ms / sc.hop_ms)))
+        w = audio_streaming_wrapper(streaming_wrapper(model, frames, hop // lm.hop), lm, hop, smooth, n_labels)
+        return w, {"input": "audio", "hop_samples": hop, "pad_samples": lm.n_fft - lm.hop,
+                   "new_frames": hop // lm.hop, "smooth_hops": smooth, "window_frames": frames}
 
     def calibrate_bundle(self, bundle_dir: Path, manifest: dict, recipe, source: str) -> dict:
         """The bundle's own detection threshold, chosen on the validation streams (val split: its keywords between
