@@ -9,7 +9,7 @@ import torch
 
 from edgeft.bench.kws_scoring import combine, detections_from_posteriors, score
 from edgeft.data.audio import (KEYWORDS, load_clips, make_kws_tts, read_wav, scan_speech_commands, write_wav)
-from edgeft.errors import DataError
+from edgeft.errors import DataError, UnsupportedError
 from edgeft.recipe import REPO_RECIPES
 from edgeft.runtime.features import LogMel, StreamingLogMel
 
@@ -206,6 +206,9 @@ stream: {{calibration_minutes: 0.5}}
             a.accept(audio[j * det.hop:(j + 1) * det.hop])
             b2.accept(noise[j * det.hop:(j + 1) * det.hop])
             pa.append(a.step()["posteriors"])
+            b2.step()
+        b2.accept(audio[:det.hop // 2])                    # half a hop: the graph takes whole hops
+        with pytest.raises(UnsupportedError, match="whole hop"):
             b2.step()
     assert np.abs(so["posteriors"] - w["posteriors"]).max() < 1e-4
     assert np.abs(s3["posteriors"] - w3["posteriors"]).max() < 1e-4

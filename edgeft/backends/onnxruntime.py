@@ -165,7 +165,7 @@ class _PingPongSession(StateSession):
                 a[...] = 0
         self.turn = 0
 
-    def step(self, x: np.ndarray) -> np.ndarray:
+    def step(self, x: np.ndarray) -> list[np.ndarray]:
         self.x[...] = x
         self.sess.run_with_iobinding(self.binds[self.turn])
         self.turn ^= 1

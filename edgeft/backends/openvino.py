@@ -206,8 +206,8 @@ class _OvStateSession:
     def __init__(self, runner: Runner):
         spec = runner.manifest["stateful"]
         self.req = runner.compiled.create_infer_request()   # the variables (the stream's state) live here
-        self.x = self.req.get_tensor(spec["input"])
-        self.ys = [self.req.get_tensor(o) for o in spec["outputs"]]
+        self.x = self.req.get_tensor(spec["input"])   # the request's own input buffer (static shape)
+        self.outputs = list(spec["outputs"])
 
     def reset(self) -> None:
         self.req.reset_state()
@@ -215,7 +215,7 @@ class _OvStateSession:
     def step(self, x: np.ndarray) -> np.ndarray:
         self.x.data[...] = x
         self.req.infer()
-        return [y.data.copy() for y in self.ys]
+        return [self.req.get_tensor(o).data.copy() for o in self.outputs]
 
 
 def _type_name(t) -> str:

@@ -152,10 +152,13 @@ class KwsStream:
     def step(self) -> dict:
         """Consume one hop of audio; returns timings (ms), the smoothed posteriors and any detection."""
         d = self.det
+        if d.audio_graph and len(self.pending) < d.hop:
+            raise UnsupportedError(f"step() with {len(self.pending)} samples pending: the streaming graph takes a "
+                                   f"whole hop ({d.hop} samples)", hint="call step() while ready()")
         t0 = time.perf_counter_ns()
         chunk, self.pending = self.pending[:d.hop], self.pending[d.hop:]
         self.samples_seen += len(chunk)
-        if d.audio_graph and len(chunk) == d.hop:          # one call: features, model, smoothing in the graph
+        if d.audio_graph:                                  # one call: features, model, smoothing in the graph
             return self._graph_step(chunk, t0)
         new = self.feat.accept(chunk)
         t1 = time.perf_counter_ns()
