@@ -76,6 +76,37 @@ def test_streaming_model_equals_full_window():
     assert worst < 1e-5
 
 
+@pytest.mark.parametrize("lm", [LogMel(), LogMel(n_fft=480, win=480, hop=320, f_max=4000, n_mfcc=10)],
+                         ids=["logmel-2-frames-per-hop", "mfcc-1-frame-per-hop"])
+def test_audio_streaming_graph_equals_front_end_and_full_window(lm):
+    """The one-call-per-hop graph (audio in: frames, DFT, mel, log, DCT, model, smoothing) = numpy features of the
+    stream (n_fft - hop zeros first) + the full-window model, hop by hop; and its ring = the trailing average."""
+    from edgeft.models.audio import _ds_tcn, audio_streaming_wrapper, streaming_wrapper
+
+    torch.manual_seed(0)
+    m = _ds_tcn(12, n_mels=lm.n_feat, dilations=(1, 2)).eval()
+    frames, hop = lm.frames(16000), 320
+    g = audio_streaming_wrapper(streaming_wrapper(m, frames, hop // lm.hop), lm, hop, 3, 12).eval()
+    x = (np.random.default_rng(0).standard_normal(12000) * 0.1).astype(np.float32)
+    feats = lm.frames_from(np.concatenate([np.zeros(lm.n_fft - lm.hop, np.float32), x]))
+    feats = np.concatenate([np.repeat(lm.silence_column(), frames, 1), feats], 1)
+    states = [torch.zeros(s) for _, s in g.io_spec()["states"]]
+    worst = 0.0
+    with torch.no_grad():
+        for _ in range(frames + 4):          # warm up on zero audio, as the detector does: silence everywhere
+            states = list(g(torch.zeros(1, hop), *states)[2:])
+        probs = [torch.softmax(m(torch.from_numpy(feats[None, :, :frames])), -1)[0].numpy()] * 3
+        for j in range(len(x) // hop):
+            out = g(torch.from_numpy(x[None, j * hop:(j + 1) * hop]), *states)
+            states = list(out[2:])
+            end = frames + (j + 1) * hop // lm.hop
+            ref = m(torch.from_numpy(feats[None, :, end - frames:end]))
+            worst = max(worst, float((out[0] - ref).abs().max()))
+            probs.append(torch.softmax(ref, -1)[0].numpy())
+            assert np.abs(out[1][0].numpy() - np.mean(probs[-3:], 0)).max() < 1e-5
+    assert worst < 1e-4
+
+
 def test_scoring_hit_window_debounce_wrong_label():
     events = [{"label": "yes", "start_s": 2.0, "end_s": 2.5}, {"label": "no", "start_s": 6.0, "end_s": 6.4},
               {"label": "up", "start_s": 10.0, "end_s": 10.5}]

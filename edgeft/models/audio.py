@@ -146,17 +146,18 @@ def audio_streaming_wrapper(stream, lm, hop_samples: int, smooth: int, n_labels:
     n = np.arange(lm.n_fft)[:, None]
     ang = 2 * np.pi * n * k / lm.n_fft
     dft = np.concatenate([np.cos(ang) * w[:, None], -np.sin(ang) * w[:, None]], 1).astype(np.float32)
-    nb = k.shape[1]
 
     class AudioStream(nn.Module):
         def __init__(self):
             super().__init__()
             self.stream = stream
-            self.register_buffer("dft", torch.from_numpy(dft))
-            self.register_buffer("fb", torch.from_numpy(np.ascontiguousarray(fb[k[0]])))
-            idx = np.arange(lm.n_fft)[None, :] + lm.hop * np.arange(fph)[:, None]     # the hop's frames
+            # laid out so every product lands in the stream's (1, n_feat, frames) layout: no transposes; power and
+            # mel in one product (re^2 fb + im^2 fb = [re, im]^2 [fb; fb])
+            self.register_buffer("dft_t", torch.from_numpy(np.ascontiguousarray(dft.T)))          # (2 bins, n_fft)
+            self.register_buffer("fb2_t", torch.from_numpy(np.ascontiguousarray(np.concatenate([fb[k[0]]] * 2).T)))
+            idx = np.arange(lm.n_fft)[:, None] + lm.hop * np.arange(fph)[None, :]     # the hop's frames, (n_fft, fph)
             self.register_buffer("idx", torch.from_numpy(idx))
-            self.register_buffer("dct", None if dct is None else torch.from_numpy(dct))
+            self.register_buffer("dct_t", None if dct is None else torch.from_numpy(np.ascontiguousarray(dct.T)))
 
         def io_spec(self) -> dict:
             st = [("audio_state", (1, pad))] + [(f"state{i}", s) for i, s in enumerate(stream.state_shapes())] + \
@@ -165,12 +166,11 @@ def audio_streaming_wrapper(stream, lm, hop_samples: int, smooth: int, n_labels:
 
         def forward(self, audio, audio_state, *states):
             a = torch.cat([audio_state, audio], -1)                  # (1, pad + hop): exactly fph frames
-            spec = a[0][self.idx] @ self.dft                         # (fph, 2 * bins)
-            power = spec[:, :nb] ** 2 + spec[:, nb:] ** 2
-            feats = torch.log(power @ self.fb + LOG_EPS)
-            if self.dct is not None:
-                feats = feats @ self.dct
-            out = self.stream(feats.t()[None], *states[:-1])
+            spec = self.dft_t @ a[:, self.idx]                       # (1, 2 * bins, fph): re, then im
+            feats = torch.log(self.fb2_t @ (spec * spec) + LOG_EPS)  # (1, n_mels, fph)
+            if self.dct_t is not None:
+                feats = self.dct_t @ feats
+            out = self.stream(feats, *states[:-1])
             logits = out[0]
             ring = torch.cat([states[-1], torch.softmax(logits, -1)], 0)[1:]
             return (logits, ring.mean(0, keepdim=True), a[:, hop_samples:], *out[1:], ring)
