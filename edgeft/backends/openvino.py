@@ -207,7 +207,8 @@ class _OvStateSession:
         spec = runner.manifest["stateful"]
         self.req = runner.compiled.create_infer_request()   # the variables (the stream's state) live here
         self.x = self.req.get_tensor(spec["input"])   # the request's own input buffer (static shape)
-        self.outputs = list(spec["outputs"])
+        names = [p.get_any_name() for p in runner.compiled.outputs]
+        self.out_idx = [names.index(o) for o in spec["outputs"]]   # read after each call (a device may swap them)
 
     def reset(self) -> None:
         self.req.reset_state()
@@ -215,7 +216,7 @@ class _OvStateSession:
     def step(self, x: np.ndarray) -> np.ndarray:
         self.x.data[...] = x
         self.req.infer()
-        return [self.req.get_tensor(o).data.copy() for o in self.outputs]
+        return [self.req.get_output_tensor(i).data.copy() for i in self.out_idx]
 
 
 def _type_name(t) -> str:
