@@ -121,7 +121,7 @@ class Runner(_Runner):
     def state_session(self):
         """A stream's state kept in ONNX Runtime's own buffers: two I/O bindings over two sets of state arrays,
         used in turn (the outputs of one call are the inputs of the next), so a call copies only the new input
-        and the output (measured on the DS-TCN stream graph, 1 thread: 0.10 -> 0.07 ms per call)."""
+        and the outputs (RESULTS.md §15 has what that saves)."""
         if self.exact_qdq or any(not isinstance(d, int) for a in (*self.sess.get_inputs(), *self.sess.get_outputs())
                                  for d in a.shape):
             return super().state_session()

@@ -185,7 +185,7 @@ class Runner(_Runner):
 
     def state_session(self):
         """A stream's state as OpenVINO variables of its own infer request (the model was made stateful at load):
-        a call copies only the new input and the output (DS-TCN stream graph, 1 thread: ~0.04 ms per call)."""
+        a call copies only the new input and the outputs (RESULTS.md §15 has what that saves)."""
         if not self.manifest.get("stateful"):
             return super().state_session()
         return _OvStateSession(self)
@@ -213,7 +213,7 @@ class _OvStateSession:
     def reset(self) -> None:
         self.req.reset_state()
 
-    def step(self, x: np.ndarray) -> np.ndarray:
+    def step(self, x: np.ndarray) -> list[np.ndarray]:
         self.x.data[...] = x
         self.req.infer()
         return [self.req.get_output_tensor(i).data.copy() for i in self.out_idx]

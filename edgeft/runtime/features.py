@@ -120,9 +120,12 @@ class LogMel:
             fr = audio[idx].astype(np.float32) * w
         spec = np.fft.rfft(fr, n=self.n_fft, axis=1)
         power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
-        # einsum, not `@`: the product is tiny, and numpy's OpenBLAS wakes its thread pool for it; next to
-        # torch's/OpenVINO's spinning OpenMP threads on a 2-core machine that stalled a parity run for minutes
-        # (seen in the test suite). Without BLAS the cost is fixed and predictable, as a real-time path needs.
+        if t <= 8:   # a hop's frames: t x n_freqs x n_mels is below OpenBLAS's threading threshold, `@` stays here
+            lmel = np.log(power @ fb + LOG_EPS)
+            return (lmel if dct is None else lmel @ dct).T
+        # einsum, not `@`: numpy's OpenBLAS wakes its thread pool for a product this size; next to torch's/
+        # OpenVINO's spinning OpenMP threads on a 2-core machine that stalled a parity run for minutes (seen in
+        # the test suite). Without BLAS the cost is fixed and predictable, as a real-time path needs.
         lmel = np.log(np.einsum("tf,fm->tm", power, fb) + LOG_EPS)
         if dct is not None:
             lmel = np.einsum("tm,mk->tk", lmel, dct)
@@ -156,22 +159,11 @@ class StreamingLogMel:
 
     def accept(self, samples: np.ndarray) -> np.ndarray:
         """Append samples; return the (n_feat, k) newly completed frames."""
-        lm = self.lm
         self.buf = np.concatenate([self.buf, np.asarray(samples, np.float32)])
-        n = len(self.buf)
-        k = 0 if n < lm.n_fft else 1 + (n - lm.n_fft) // lm.hop
+        k = self.lm.frames(len(self.buf))
         if k == 0:
-            return np.zeros((lm.n_feat, 0), np.float32)
-        if k <= 8:   # a streaming hop: the same maths as frames_from, with less per-call overhead
-            w, fb, dct = lm._consts()
-            fr = np.lib.stride_tricks.as_strided(self.buf, (k, lm.n_fft), (4 * lm.hop, 4), writeable=False) * w
-            spec = np.fft.rfft(fr, axis=1)
-            # a (k <= 8) x n_freqs x n_mels product: below OpenBLAS's threading threshold, so `@` runs on this
-            # thread (frames_from keeps einsum for long inputs, see there)
-            lmel = np.log((spec.real ** 2 + spec.imag ** 2) @ fb + LOG_EPS)
-            out = (lmel if dct is None else lmel @ dct).T
-        else:
-            out = lm.frames_from(self.buf, k)
-        self.buf = self.buf[k * lm.hop:]
+            return np.zeros((self.lm.n_feat, 0), np.float32)
+        out = self.lm.frames_from(self.buf, k)
+        self.buf = self.buf[k * self.lm.hop:]
         self.total_frames += k
         return out

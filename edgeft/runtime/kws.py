@@ -181,18 +181,20 @@ class KwsStream:
         t2 = time.perf_counter_ns()
         t_s = self.samples_seen / d.model.lm.sample_rate
         if logits is not None:
-            e = np.exp(logits - logits.max())
-            p = e / e.sum()
-            self.post.append(p)
-            self.post_sum += p
-            if len(self.post) > d.smooth:
-                self.post_sum -= self.post.popleft()
-        smoothed = (self.post_sum / len(self.post)).astype(np.float32)
+            self._push(logits)
+        smoothed = (self.post_sum / d.smooth).astype(np.float32)
         det = self._decide(smoothed, t_s)
         t3 = time.perf_counter_ns()
         self.hops += 1
         return {"t_s": t_s, "features_ms": (t1 - t0) / 1e6, "infer_ms": (t2 - t1) / 1e6, "post_ms": (t3 - t2) / 1e6,
                 "compute_ms": (t3 - t0) / 1e6, "posteriors": smoothed, "detection": det}
+
+    def _push(self, logits: np.ndarray) -> None:
+        """The newest posterior into the trailing average (the ring is always full: it starts with silence)."""
+        e = np.exp(logits - logits.max())
+        p = e / e.sum()
+        self.post.append(p)
+        self.post_sum += p - self.post.popleft()
 
     def _decide(self, smoothed: np.ndarray, t_s: float) -> dict | None:
         d = self.det
@@ -212,12 +214,8 @@ class KwsStream:
         if d.graph_smooths:
             smoothed = smoothed[0]
         else:                                   # a smoothing window other than the bundle's: here, as in window mode
-            logits = logits[0]
-            e = np.exp(logits - logits.max())
-            p = e / e.sum()
-            self.post.append(p)
-            self.post_sum += p - self.post.popleft()
-            smoothed = (self.post_sum / len(self.post)).astype(np.float32)
+            self._push(logits[0])
+            smoothed = (self.post_sum / d.smooth).astype(np.float32)
         t_s = self.samples_seen / d.model.lm.sample_rate
         det = self._decide(smoothed, t_s)
         t2 = time.perf_counter_ns()
