@@ -203,7 +203,7 @@ def _export(run, desc, backend, writer, fmt, precision, calib_data, calib_size, 
         onnx_tmp.unlink()
     stream_meta = None
     if hasattr(task, "streaming_model") and not desc.get("qat"):
-        stream_meta = _export_streaming(task, recipe, model, tmp, backend, fmt, precision, built, spec)
+        stream_meta = _export_streaming(task, recipe, model, tmp, backend, built, spec)
     quant = built.get("quantization")
     if quant and calib_meta:
         quant = {**quant, "calibration": calib_meta}
@@ -265,7 +265,7 @@ def _macs(model, task, recipe) -> int:
     return count_macs(model, task.example_input(recipe))
 
 
-def _export_streaming(task, recipe, model, tmp: Path, backend, fmt, precision, built, spec) -> dict | None:
+def _export_streaming(task, recipe, model, tmp: Path, backend, built, spec) -> dict | None:
     """Export the exact streaming (stateful) form of a streamable model next to the full-window model: one call
     per hop, audio samples in, logits and smoothed posteriors out, the state carried between calls."""
     sm = task.streaming_model(model, recipe, int(spec["outputs"][0]["shape"][-1]))

@@ -18,6 +18,14 @@ from .device import DEVICE
 from .recipe import KwsRecipe  # noqa: F401  (registers the recipe class)
 
 
+def _hop_and_smooth(recipe) -> tuple[int, int]:
+    """The detector's hop (samples) and trailing-average length (hops), as KwsDetector derives them from the
+    manifest: the streaming graph and threshold calibration must use the same ones."""
+    sc = recipe.stream
+    hop = int(round(sc.hop_ms * recipe.features.logmel().sample_rate / 1000))
+    return hop, max(1, int(round(sc.smooth_ms / sc.hop_ms)))
+
+
 class KwsSplit:
     def __init__(self, clips: np.ndarray, targets: np.ndarray, speakers: list[str]):
         self.clips, self.targets, self.speakers = clips, targets, speakers
@@ -185,12 +193,10 @@ class Task(TorchClassification):
         from ...models.audio import audio_streaming_wrapper, streaming_wrapper
 
         lm = recipe.features.logmel()
-        sc = recipe.stream
-        hop = int(round(sc.hop_ms * lm.sample_rate / 1000))
+        hop, smooth = _hop_and_smooth(recipe)
         if hop % lm.hop:
             return None
         frames = lm.frames(lm.clip_samples)
-        smooth = max(1, int(round(sc.smooth_ms / sc.hop_ms)))
         w = audio_streaming_wrapper(streaming_wrapper(model, frames, hop // lm.hop), lm, hop, smooth, n_labels)
         return w, {"input": "audio", "hop_samples": hop, "pad_samples": lm.n_fft - lm.hop,
                    "new_frames": hop // lm.hop, "smooth_hops": smooth, "window_frames": frames}
@@ -211,8 +217,7 @@ class Task(TorchClassification):
         st = validation_streams(source, labels, sc.calibration_minutes, recipe.val_percent, recipe.test_percent,
                                 seed=recipe.data.split_seed)
         lm = recipe.features.logmel()
-        hop = int(round(sc.hop_ms * lm.sample_rate / 1000))
-        smooth = max(1, int(round(sc.smooth_ms / sc.hop_ms)))
+        hop, smooth = _hop_and_smooth(recipe)
         frames = lm.frames(lm.clip_samples)
         runner_cls, how = parity_runner(manifest)
         with runner_cls(bundle_dir, manifest) as runner:
