@@ -17,19 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeft import runtime
-from edgeft.data.audio import ASTERISK_EN, KLETTRES, decode_with_sox
+from edgeft.data.audio import KEYWORDS, decode_with_sox, real_keyword_clips
 from edgeft.runtime.kws import KwsDetector, replay
 from edgeft.utils.env import cpu_model
 
 
 def clips() -> list[tuple[str, str, Path]]:
-    out = [(f"klettres-{lang}-no", "no", KLETTRES / lang / "syllab" / "no.ogg") for lang in ("en", "en_GB")]
-    out.append(("asterisk-vm-no", "no", ASTERISK_EN / "vm-no.wav"))
-    for f in sorted(Path("/usr/share/sounds/alsa").glob("*.wav")):
-        w = f.stem.split("_")[-1].lower()
-        if w in ("left", "right"):
-            out.append((f"alsa-{f.stem}", w, f))
-    return [c for c in out if c[2].is_file()]
+    return real_keyword_clips(KEYWORDS)
 
 
 def main(bundles: list[str]) -> None:

@@ -946,15 +946,17 @@ def listen(
 @data_app.command("make-kws")
 def data_make_kws(out: Optional[Path] = typer.Option(None, "--out", "-o", help="default ~/.cache/edgeft/..."),
                   seed: int = typer.Option(0, "--seed")):
-    """Generate the built-in keyword dataset offline: espeak-ng + flite + festival, real human speech as _unknown_
-    (deterministic, cached)."""
+    """Generate the built-in keyword dataset offline: espeak-ng + flite + festival, real human speech, near-miss
+    words and phrases as _unknown_ (deterministic, cached)."""
     from .data.audio import make_kws_tts
 
     p = make_kws_tts(out, seed=seed)
     import json as _json
 
     m = _json.loads((p / "manifest.json").read_text())
-    log.result(f"keyword dataset: {p} ({m['tts_clips']} TTS clips, {m['silence']} silence, "
+    log.result(f"keyword dataset: {p} ({m['tts_clips']} TTS clips, of them {m.get('near_miss_clips', 0)} near-miss "
+               f"words and {m.get('phrase_clips', 0)} phrase cuts as _unknown_, {m.get('keyword_in_context_clips', 0)} "
+               f"keywords between other words; {m['silence']} silence, "
                f"{m['real_unknown_clips']} real-voice unknown clips)")
     log.next_step(f"edgeft finetune --recipe kws/dscnn_s --data {nextsteps.q(p)} --out runs/kws")
 

@@ -13,7 +13,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---- system packages: real offline data + TTS for the keyword-spotting set + a C++ compiler for NNCF
 #      + OpenSSH (bench on a device; the tests run a real sshd on 127.0.0.1)
-APT_PKGS=(dataset-fashion-mnist espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata
+APT_PKGS=(dataset-fashion-mnist espeak-ng flite festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata
           klettres-data asterisk-core-sounds-en-wav ktuberling-data codec2-examples warzone2100-data megaglest-data g++
           openssh-client
           openssh-server)
@@ -23,6 +23,9 @@ command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v flite >/dev/null || missing+=(flite)
 command -v text2wave >/dev/null || missing+=(festival)
 [[ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]] || missing+=(festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+# Festival's CMU pronouncing dictionary + WSJ lexicon: near-miss words and phrases as keyword-spotting negatives
+[[ -f /usr/share/festival/dicts/cmu/cmudict-0.4.out && -f /usr/share/festival/dicts/wsj.wp39.poslexR ]] || \
+    missing+=(festlex-cmu festlex-poslex)
 command -v sox >/dev/null || missing+=(sox)
 [[ -d /usr/share/pocketsphinx/test/data ]] || missing+=(pocketsphinx-testdata)
 [[ -d /usr/share/klettres ]] || missing+=(klettres-data)

@@ -157,12 +157,23 @@ def tiny_kws_data(tmp_path_factory):
         pytest.skip("espeak-ng not installed")
     d = tmp_path_factory.mktemp("kws") / "sc"
     make_kws_tts(d, renditions=1, unknown_per_speaker=3, silence=40, dialects=["en-us", "en-gb", "en-029"],
-                 variants=["m1", "m3", "f1", "f2", "klatt", "Andy"], flite_voices=[], real_unknown=False, festival=[])
+                 variants=["m1", "m3", "f1", "f2", "klatt", "Andy"], flite_voices=[], real_unknown=False, festival=[],
+                 context_per_speaker=4)
     return d
 
 
 def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
     files = scan_speech_commands(tiny_kws_data, KEYWORDS, 25, 25)
+    from edgeft.data import lexicon
+    if lexicon.available():     # near-miss words and 1 s cuts of phrases join _unknown_, per speaker
+        man = json.loads((tiny_kws_data / "manifest.json").read_text())
+        unk = sorted(p.name for p in (tiny_kws_data / "_unknown_").glob("*.wav"))
+        assert man["near_miss_clips"] == 18 * 3 == sum("__nm-" in n for n in unk) and man["near_miss_words"] > 100
+        assert man["phrase_clips"] == 18 * 2 == sum("__phrase" in n for n in unk)
+        assert not any(n.split("__nm-")[1][:-4] in KEYWORDS for n in unk if "__nm-" in n)
+        ctx = [p for k in KEYWORDS for p in (tiny_kws_data / k).glob("*__ctx-*.wav")]   # keywords between words
+        assert man["keyword_in_context_clips"] == 18 * 4 == len(ctx)
+        assert all(p.parent.name == p.name.split("__ctx-")[1].rsplit("_", 1)[0] for p in ctx)
     spk = {s: {it.speaker for it in v} for s, v in files.splits.items()}
     assert not (spk["train"] & spk["test"]) and not (spk["train"] & spk["val"])      # speaker-disjoint
     assert files.classes[-2:] == ["_unknown_", "_silence_"] and len(files.noise) == 6
@@ -302,6 +313,11 @@ stream: {{calibration_minutes: 0.5}}
         op = au["frr_at_1fa_h"]     # a smoke stream has minutes of negative audio: 1 FA/h is not resolvable
         assert op["target_fa_per_hour"] == 1.0 and op["resolvable"] is False and op["thresholds_swept"] == 66
         assert op["frr"] is None or (0 <= op["frr"] <= 1 and op["fa"] == 0)
+        rk = au["real_keywords"]                     # real human keywords (sentences + said alone), when installed
+        if rk is not None:
+            t = rk["at_threshold"]
+            assert t["events"] > 0 and 0 <= t["detected"] <= t["events"] and t["threshold"] == au["threshold"]
+            assert sum(int(v.split("/")[1]) for v in t["by_label"].values()) == t["events"]
     assert "FRR @1 FA/h" in (tmp_path / "bench" / "result.md").read_text()
     # the same prune and QAT stages work for keyword spotting (one code path)
     r = cli("prune", run, "--ratio", "0.25", "--round-to", "1", "--epochs", "1", "--out", tmp_path / "p")
@@ -335,6 +351,67 @@ def test_real_human_speech_reads_through_the_front_end():
     if kl:
         audio, label, src = kl[0]
         assert label in KEYWORDS and len(audio) > 1000
+
+
+def test_near_miss_words_and_phrases_from_the_lexicons():
+    """Negatives one phoneme from a keyword, never a homophone or a word that begins with a keyword."""
+    import numpy as np
+
+    from edgeft.data import lexicon
+
+    if not lexicon.available():
+        pytest.skip("festlex-cmu / festlex-poslex not installed")
+    c = lexicon.confusables(KEYWORDS)
+    assert {"light", "bright", "ride"} <= set(c["right"]) and {"town", "done"} <= set(c["down"])
+    every = {w for ws in c.values() for w in ws}
+    assert not every & {"write", "rite", "know", "rights", "stops", "going", "upper", *KEYWORDS}
+    assert lexicon.sounds_like_keyword("going", KEYWORDS) and lexicon.sounds_like_keyword("Write", KEYWORDS)
+    assert not lexicon.sounds_like_keyword("light", KEYWORDS)
+    common = lexicon.common_words(KEYWORDS, 500)
+    assert len(common) == 500 and "the" in common and not set(common) & {"up", "on", "no", "know", "going"}
+    ph = lexicon.phrase(np.random.default_rng(0), common, sorted(every))
+    assert 3 <= len(ph.split()) <= 6 and len(set(ph.split()) & every) >= 1
+    assert lexicon.phrase(np.random.default_rng(0), common, sorted(every)) == ph      # seeded
+
+
+def test_keyword_in_context_cut_ends_just_after_the_keyword():
+    from edgeft.data.audio import SR, _in_context
+
+    kw = np.linspace(-1, 1, int(0.4 * SR)).astype(np.float32)      # the keyword: a ramp; other words: flat
+
+    def synth(text):
+        return kw if text == "left" else np.full(int(0.3 * SR * len(text.split())), 0.5, np.float32)
+
+    for seed in range(5):
+        x = _in_context(synth, ["the market", "left", "in the"], np.random.default_rng(seed))
+        ramp = np.flatnonzero((np.abs(x) < 0.99) & (x != 0))            # the keyword (words: 1, pauses: 0)
+        assert len(x) == SR and len(ramp) > 0.35 * SR
+        assert 0.15 * SR - 2 <= SR - 1 - ramp[-1] <= 0.45 * SR + 2      # the cut ends 0.15-0.45 s after it
+    x = _in_context(synth, ["a", "left", ""], np.random.default_rng(0))  # short: zeros before
+    assert len(x) == SR and x[0] == 0.0
+
+
+def test_real_test_speech_split_by_transcript():
+    """Only recordings whose transcript says no keyword are negatives; those that say one are real positives."""
+    from edgeft.data.audio import (KEYWORDS, make_stream, real_speech_transcripts, split_real_speech,
+                                   words_of_text)
+
+    sp = split_real_speech(KEYWORDS)
+    if not sp["negative"]:
+        pytest.skip("pocketsphinx-testdata / warzone2100-data not installed")
+    tr = real_speech_transcripts()
+    assert tr["sense_and_sensibility_01_austen_64kb-0880.wav"] == "he was not an ill disposed young man"
+    for f in sp["negative"]:
+        assert tr[f.name] and not set(words_of_text(tr[f.name])) & set(KEYWORDS)
+    assert all(tr.get(f.name) is None or set(words_of_text(tr[f.name])) & {"download", "offered"}
+               for f in sp["unverified"])
+    said = {f.name: w for f, w in sp["keyword"]}
+    if "warzone-audio-tutorial-tut23.wav" in said:          # "Now left click the machinegun artifact"
+        assert said["warzone-audio-tutorial-tut23.wav"] == ["left"]
+    import numpy as np
+    one = np.ones(1600, np.float32)
+    _, ev = make_stream([(one, ["left", "on"]), (one, "no")], [], [], 20.0, seed=0, gap_s=(1.0, 1.5))
+    assert [e["label"] for e in ev[:3]] == ["left", "on", "no"] and ev[0]["start_s"] == ev[1]["start_s"]
 
 
 def test_frr_at_one_false_accept_per_hour_from_the_det_curve():

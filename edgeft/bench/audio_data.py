@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.audio import SR, SILENCE, UNKNOWN, make_stream, read_wav, real_speech_files, write_wav
+from ..data.audio import (SR, SILENCE, UNKNOWN, decode_with_sox, make_stream, read_wav, real_keyword_clips,
+                          split_real_speech, write_wav)
 from ..errors import DataError
 from ..tasks.kws.device import kws_files
 
@@ -26,8 +27,11 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
     words and real read speech in between, over background noise at 10 dB SNR) and a negative-only stream
     (no keywords) for false accepts per hour. Written as wav + MLPerf-Tiny-style truth JSON.
 
-    ``real_speech``: add the LibriVox/cards recordings of pocketsphinx-testdata (test streams only: they are
-    never in training or calibration). ``sizes``: (positives, negative minutes) instead of the profile's."""
+    ``real_speech``: add real human speech (pocketsphinx-testdata, codec2-examples, warzone2100-data; test
+    streams only: never in training or calibration) -- only the recordings whose transcript shows they say no
+    keyword (``split_real_speech``). Those that say a keyword, with the real keywords said alone
+    (``real_keyword_clips``), make a fourth stream, ``positive_real``: one event per keyword a recording says.
+    ``sizes``: (positives, negative minutes) instead of the profile's."""
     files, split = kws_files(spec, labels, val_pct, test_pct)
     n_pos, neg_min = sizes if sizes is not None else STREAM_SIZES[profile][:2]
     kws = [it for it in files.splits[split] if it.label not in (UNKNOWN, SILENCE)]
@@ -37,12 +41,22 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
     pos = [(read_wav(it.path), it.label) for it in kws]
     negs = [read_wav(it.path) for it in unk]
     n_real_unknown = sum(1 for it in unk if it.path.parent.name == "_real_unknown_")
-    real = []
-    for f in (real_speech_files() if real_speech else []):   # real human read speech (LibriVox), never trained on
+    real, real_kw = [], []
+    split_real = split_real_speech(labels) if real_speech else {"negative": [], "keyword": [], "unverified": []}
+    for f in split_real["negative"]:          # real human speech that says no keyword, never trained on
         try:
             real.append(read_wav(f))
         except DataError:
             pass
+    for f, said in split_real["keyword"]:
+        try:
+            real_kw.append((read_wav(f), said))
+        except DataError:
+            pass
+    for _name, word, path in (real_keyword_clips(labels) if real_speech else []):
+        x = decode_with_sox(path)
+        if x is not None:
+            real_kw.append((x, [word]))
     noise = [read_wav(p) for p in files.noise] or None
     pos_s = max(30.0, len(pos) * 4.4 + 10)
     a, ev = make_stream(pos, negs + real, noise or [], pos_s, seed=seed, snr_db=10.0, gap_s=(1.0, 2.5))
@@ -52,6 +66,14 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
     if real:    # real human speech only: what a detector left running in a room would hear
         c, _ = make_stream([], real, noise or [], neg_min * 60, seed=seed + 2, snr_db=10.0, gap_s=(0.3, 2.0))
         streams.append(("negative_real", c, []))
+    if real_kw:  # real human keywords (in sentences, and said alone): is each one detected?
+        d, ev_r = make_stream(real_kw, [], noise or [], sum(len(x) for x, _ in real_kw) / SR + 2.5 * len(real_kw) + 10,
+                              seed=seed + 3, snr_db=10.0, gap_s=(1.0, 2.5), once=True)
+        d = d[:int((ev_r[-1]["end_s"] + 2.0) * SR)] if ev_r else d
+        streams.append(("positive_real", d, ev_r))
+    real_note = (f"{len(real)} real human speech recordings whose transcripts say no keyword (pocketsphinx-testdata, "
+                 f"warzone2100-data); left out: {len(split_real['keyword'])} that say one, "
+                 f"{len(split_real['unverified'])} without a transcript (codec2-examples, warzone briefings)")
     out_dir.mkdir(parents=True, exist_ok=True)
     res = {}
     for name, audio, events in streams:
@@ -59,8 +81,9 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
         write_wav(wav, audio)
         truth = {"wav_file": wav.name, "sample_rate": SR, "length_sec": round(len(audio) / SR, 3), "events": events,
                  "source": f"{spec} ({split} split), seed {seed}, background noise at 10 dB SNR below the speech",
-                 "negative_speech": f"{len(real)} real human speech recordings (pocketsphinx-testdata, codec2-examples, "
-                                    f"warzone2100-data), nothing else" if name == "negative_real" else
+                 "negative_speech": f"{real_note}, nothing else" if name == "negative_real" else
+                 f"{len(real_kw)} real recordings that say a keyword ({len(split_real['keyword'])} sentences, "
+                 f"{len(real_kw) - len(split_real['keyword'])} said alone)" if name == "positive_real" else
                  f"{len(negs)} unknown-word clips ({n_real_unknown} of them real human speech) + "
                  f"{len(real)} real speech recordings"}
         (out_dir / f"stream_{name}.json").write_text(json.dumps(truth, indent=1))

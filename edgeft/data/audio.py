@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import struct
@@ -33,8 +34,10 @@ UNKNOWN_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", 
                  "visual"]
 UNKNOWN, SILENCE, NOISE_DIR = "_unknown_", "_silence_", "_background_noise_"
 TTS_NAME = "speech-commands-tts"
-TTS_VERSION = 4   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
-#                   4: real _unknown_ capped per speaker, real "no"/"go" (klettres, not English) as keywords
+TTS_VERSION = 5   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
+#                   4: real _unknown_ capped per speaker, real "no"/"go" (klettres, not English) as keywords;
+#                   5: near-miss words and phrases of common words as _unknown_ (Festival's CMU/WSJ lexicons),
+#                      (keywords between common words: off by default, see RESULTS §15)
 
 
 # ------------------------------------------------------------------------------------------- wav I/O
@@ -300,6 +303,26 @@ def _festival(word: str, voice: str, stretch: float) -> np.ndarray:
         return read_wav(t.name)
 
 
+def _in_context(synth, parts: list[str], rng: np.random.Generator) -> np.ndarray:
+    """words before | keyword | words after, each synthesized (so the keyword's place is known) and joined with
+    0-80 ms pauses; the 1 s that ends 0.15-0.45 s after the keyword (zeros before, when it is short)."""
+    before, kw, after = parts
+    pieces, end = [], 0
+    for i, text in enumerate((before, kw, after)):
+        if not text:
+            continue
+        x = trim(synth(text))
+        if pieces:
+            pieces.append(np.zeros(int(rng.uniform(0.0, 0.08) * SR), np.float32))
+        pieces.append(x / (np.abs(x).max() + 1e-9))
+        if i == 1:
+            end = sum(len(p) for p in pieces)
+    x = np.concatenate(pieces)
+    stop = min(len(x), end + int(rng.uniform(0.15, 0.45) * SR))
+    cut = x[max(0, stop - SR):stop]
+    return np.concatenate([np.zeros(SR - len(cut), np.float32), cut]) if len(cut) < SR else cut
+
+
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     """Tempo and pitch together (Kaldi-style speed perturbation): resample by 1/factor, play at 16 kHz."""
     if abs(factor - 1.0) < 1e-3:
@@ -341,11 +364,21 @@ def place_in_clip(x: np.ndarray, rng: np.random.Generator, snr_db: float, n: int
 def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, unknown_per_speaker: int = 5,
                  silence: int = 300, workers: int = 0, dialects=ESPEAK_DIALECTS, variants=ESPEAK_VARIANTS,
                  flite_voices=FLITE_VOICES, keywords=KEYWORDS, real_unknown: bool = True,
-                 festival: list[str] | None = None) -> Path:
+                 festival: list[str] | None = None, near_per_speaker: int = 3, phrases_per_speaker: int = 2,
+                 context_per_speaker: int = 0) -> Path:
     """Generate the built-in Speech-Commands-style set with espeak-ng + flite (deterministic, cached).
 
     Speakers are (engine, accent, voice variant); speed, pitch, placement, gain and noise (5-40 dB SNR) vary per
-    clip from a seed derived from (seed, speaker, word, rendition), so the set is reproducible."""
+    clip from a seed derived from (seed, speaker, word, rendition), so the set is reproducible.
+
+    ``_unknown_`` also gets, per speaker, ``near_per_speaker`` near-miss words (one phoneme from a keyword:
+    "light", "town", "stock") and ``phrases_per_speaker`` 1 s cuts of phrases of common words with a near-miss
+    word in them (continuous speech), from Festival's lexicons (``edgeft.data.lexicon``; none when those are not
+    installed). Homophones of keywords and words that begin with a keyword ("stops", "going") are never used.
+    Since phrases alone would teach "more than one word = _unknown_", each speaker also says
+    ``context_per_speaker`` keywords between common words ("the market **left** in"), cut to the 1 s that ends
+    0.15-0.45 s after the keyword, labelled as the keyword."""
+    from . import lexicon
     out = Path(out or tts_dir())
     if (out / "COMPLETE").is_file():
         return out
@@ -360,38 +393,69 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
+    near = sorted({w for ws in lexicon.confusables(keywords).values() for w in ws})
+    common = lexicon.common_words(keywords) if near else []
+
+    def extra_unknown(engine, voice, spk, n_near, n_phrases, n_context):
+        """(engine, voice, speaker, text, label, rendition, file stem): near-miss words and phrases as _unknown_,
+        and keywords said between other words (so that "more than one word" is no cue for _unknown_)"""
+        r = random.Random(f"{seed}:{spk}:near")
+        out = [(engine, voice, spk, w, UNKNOWN, 0, f"nm-{w}") for w in r.sample(near, min(n_near, len(near)))]
+        g = np.random.default_rng(int(hashlib.sha1(f"{seed}|{spk}|phrases".encode()).hexdigest()[:12], 16))
+        out += [(engine, voice, spk, lexicon.phrase(g, common, near), UNKNOWN, i, f"phrase{i}")
+                for i in range(n_phrases if common else 0)]
+        for i in range(n_context if common else 0):
+            kw = keywords[int(g.integers(len(keywords)))]
+            before = lexicon.phrase(g, common, [], (1, 3))
+            after = lexicon.phrase(g, common, [], (0, 2)) if g.random() < 0.7 else ""
+            out.append((engine, voice, spk, f"{before}|{kw}|{after}", kw, i, f"ctx-{kw}_{i}"))
+        return out
+
     jobs = []
     for dia in dialects:
         for var in variants:
             spk = f"es-{dia}-{var}"
             for w in keywords:
                 for r in range(renditions):
-                    jobs.append(("espeak", f"{dia}+{var}", spk, w, w, r))
+                    jobs.append(("espeak", f"{dia}+{var}", spk, w, w, r, f"{w}_{r}"))
             words = random.Random(f"{seed}:{spk}").sample(UNKNOWN_WORDS, unknown_per_speaker)
             for w in words:
-                jobs.append(("espeak", f"{dia}+{var}", spk, w, UNKNOWN, 0))
+                jobs.append(("espeak", f"{dia}+{var}", spk, w, UNKNOWN, 0, f"{w}_0"))
+            jobs += extra_unknown("espeak", f"{dia}+{var}", spk, near_per_speaker, phrases_per_speaker,
+                                  context_per_speaker)
     fest = festival_voices() if festival is None else festival
     voices = [("festival", v, f"fv-{v.split('_')[0] if v.endswith('diphone') else 'slt-hts'}") for v in fest] + \
         [("flite", v, f"fl-{v}") for v in flite_voices]
     for engine, v, spk in voices:      # few voices each: more renditions, every unknown word
         for w in keywords:
             for r in range(renditions * 6):
-                jobs.append((engine, v, spk, w, w, r))
+                jobs.append((engine, v, spk, w, w, r, f"{w}_{r}"))
         for w in UNKNOWN_WORDS:
-            jobs.append((engine, v, spk, w, UNKNOWN, 0))
+            jobs.append((engine, v, spk, w, UNKNOWN, 0, f"{w}_0"))
+        jobs += extra_unknown(engine, v, spk, near_per_speaker * 8, phrases_per_speaker * 4, context_per_speaker * 4)
 
     def run(job):
-        engine, voice, spk, word, label, r = job
+        engine, voice, spk, word, label, r, stem = job
         rng = np.random.default_rng(int(hashlib.sha1(f"{seed}|{spk}|{word}|{r}".encode()).hexdigest()[:12], 16))
         if engine == "espeak":
-            x = _espeak(word, voice, int(rng.choice([110, 130, 150, 175, 200])), int(rng.choice([25, 40, 50, 65, 80])))
+            speed, pitch = int(rng.choice([110, 130, 150, 175, 200])), int(rng.choice([25, 40, 50, 65, 80]))
+            synth = lambda text: _espeak(text, voice, speed, pitch)          # noqa: E731
         elif engine == "festival":
-            x = _festival(word, voice, float(rng.choice([0.8, 1.0, 1.25])))
-            x = speed_perturb(x, float(rng.choice([0.85, 0.92, 1.0, 1.08, 1.15])))
+            stretch, factor = float(rng.choice([0.8, 1.0, 1.25])), float(rng.choice([0.85, 0.92, 1.0, 1.08, 1.15]))
+            synth = lambda text: speed_perturb(_festival(text, voice, stretch), factor)     # noqa: E731
         else:
-            x = _flite(word, voice, float(rng.choice([0.8, 1.0, 1.25])), int(rng.choice([90, 120, 160, 210])))
+            stretch, f0 = float(rng.choice([0.8, 1.0, 1.25])), int(rng.choice([90, 120, 160, 210]))
+            synth = lambda text: _flite(text, voice, stretch, f0)             # noqa: E731
+        if stem.startswith("ctx-"):         # the keyword between other words: the 1 s that ends just after it
+            x = _in_context(synth, word.split("|"), rng)
+        else:
+            x = synth(word)
+        if stem.startswith("phrase") and len(trim(x)) > SR:      # a 1 s cut of continuous speech
+            x = trim(x)
+            o = int(rng.integers(0, len(x) - SR + 1))
+            x = x[o:o + SR]
         clip = place_in_clip(x, rng, float(rng.uniform(5, 40)))
-        write_wav(tmp / label / f"{spk}__{word}_{r}.wav", clip)
+        write_wav(tmp / label / f"{spk}__{stem}.wav", clip)
         return 1
 
     info(f"generating the built-in keyword dataset ({len(jobs)} TTS clips + {silence} silence) into {out} ...")
@@ -408,7 +472,11 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     (tmp / "manifest.json").write_text(json.dumps({
         "name": TTS_NAME, "version": TTS_VERSION, "seed": seed, "tts_clips": n, "silence": silence,
         "keywords": list(keywords), "unknown_words": UNKNOWN_WORDS, "espeak_speakers": len(dialects) * len(variants),
-        "flite_voices": list(flite_voices), "festival_voices": list(fest), "snr_db": [5, 40], "real_unknown_clips": sum(real.values()) if real else 0,
+        "flite_voices": list(flite_voices), "festival_voices": list(fest), "snr_db": [5, 40],
+        "near_miss_words": len(near), "near_miss_clips": sum(j[6].startswith("nm-") for j in jobs),
+        "phrase_clips": sum(j[6].startswith("phrase") for j in jobs),
+        "keyword_in_context_clips": sum(j[6].startswith("ctx-") for j in jobs),
+        "lexicons": [str(lexicon.CMU), str(lexicon.WSJ)] if near else None, "real_unknown_clips": sum(real.values()) if real else 0,
         "real_unknown_sources": real, "real_noise_files": real_noise,
         "tools": {t: shutil.which(t) for t in ("espeak-ng", "flite", "sox")}}, indent=1))
     (tmp / "COMPLETE").write_text("ok\n")
@@ -626,18 +694,94 @@ def _decoded_test_speech() -> list[Path]:
     return sorted(d.glob("*.wav"))
 
 
+def real_speech_transcripts() -> dict[str, str | None]:
+    """What each ``real_speech_files()`` recording says, by file name, where the package ships it: LibriVox and
+    the card names (pocketsphinx-testdata's transcription files), warzone2100's tutorial lines (the subtitles in
+    script/tutorial.js) and unit/console voice lines (their labels in audio/audio.cfg); None where nothing says
+    (codec2's recordings, warzone's briefings and the tutorial lines without a subtitle)."""
+    import zipfile
+
+    out: dict[str, str | None] = {f.name: None for f in real_speech_files()}
+    rx = re.compile(r"<s>(.*?)</s>\s*\((\S+)\)")
+    for tr in (POCKETSPHINX / "librivox" / "transcription", POCKETSPHINX / "cards" / "cards.transcription"):
+        if tr.is_file():
+            for m in rx.finditer(tr.read_text(errors="replace")):
+                if f"{m.group(2)}.wav" in out:
+                    out[f"{m.group(2)}.wav"] = " ".join(m.group(1).split())
+    if WARZONE.is_file():
+        with zipfile.ZipFile(WARZONE) as z:
+            names = set(z.namelist())
+            js = z.read("script/tutorial.js").decode("latin-1") if "script/tutorial.js" in names else ""
+            for m in re.finditer(r'"audio":\s*"(tut\d+)\.ogg"[^}]*?"message":\s*_\("((?:[^"\\]|\\.)*)"\)', js):
+                if f"warzone-audio-tutorial-{m.group(1)}.wav" in out:
+                    out[f"warzone-audio-tutorial-{m.group(1)}.wav"] = m.group(2)
+            cfg = z.read("audio/audio.cfg").decode("latin-1") if "audio/audio.cfg" in names else ""
+            labels = {m.group(1): m.group(2).strip() for m in re.finditer(r'audio\s+"([\w-]+)\.ogg"[^\n]*?/\*(.*?)\*/', cfg)}
+            for n in names:
+                if n.startswith("audio/memressp/") and n.endswith(".ogg"):
+                    key = "warzone-" + n.replace("/", "-")[:-4] + ".wav"
+                    if key in out and labels.get(n.rsplit("/", 1)[1][:-4]):
+                        out[key] = labels[n.rsplit("/", 1)[1][:-4]]
+    return out
+
+
+def words_of_text(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def split_real_speech(keywords) -> dict:
+    """The real test recordings by what they say: ``negative`` (a transcript with no keyword and no word that
+    sounds like one: a homophone, or a word that begins with a keyword, e.g. "going"), ``keyword``
+    ((path, the keywords said)) and ``unverified`` (no transcript: kept out of every stream, since nothing shows
+    they are free of keywords)."""
+    from . import lexicon
+
+    tr = real_speech_transcripts()
+    kws = {k.lower() for k in keywords}
+    neg, kw, unv = [], [], []
+    for f in real_speech_files():
+        t = tr.get(f.name)
+        if t is None:
+            unv.append(f)
+            continue
+        ws = words_of_text(t)
+        said = sorted({w for w in ws if w in kws})
+        if said:
+            kw.append((f, said))
+        elif not any(lexicon.available() and lexicon.sounds_like_keyword(w, keywords) for w in ws):
+            neg.append(f)
+        else:
+            unv.append(f)
+    return {"negative": neg, "keyword": kw, "unverified": unv}
+
+
+def real_keyword_clips(keywords) -> list[tuple[str, str, Path]]:
+    """Real human keywords said alone, offline (never trained on): the klettres-data en/en_GB "no", asterisk's
+    vm-no, and the ALSA channel-test phrases ending in a keyword ("Front Left"; Debian alsa-utils)."""
+    out = [(f"klettres-{lang}-no", "no", KLETTRES / lang / "syllab" / "no.ogg") for lang in ("en", "en_GB")]
+    out.append(("asterisk-vm-no", "no", ASTERISK_EN / "vm-no.wav"))
+    for f in sorted(Path("/usr/share/sounds/alsa").glob("*.wav")):
+        w = f.stem.split("_")[-1].lower()
+        if w in ("left", "right"):
+            out.append((f"alsa-{f.stem}", w, f))
+    return [c for c in out if c[2].is_file() and c[1] in {k.lower() for k in keywords}]
+
+
 # ------------------------------------------------------------------------------ long test streams
 def make_stream(positives: list[tuple[np.ndarray, str]], negatives: list[np.ndarray], noise: list[np.ndarray],
-                seconds: float, seed: int = 0, snr_db: float = 10.0, gap_s=(2.0, 5.0)) -> tuple[np.ndarray, list]:
+                seconds: float, seed: int = 0, snr_db: float = 10.0, gap_s=(2.0, 5.0),
+                once: bool = False) -> tuple[np.ndarray, list]:
     """A long stream: background noise at ``snr_db`` below the speech, keywords (and negative speech) placed
-    with random gaps; returns (audio, events) with keyword start/end from energy trimming."""
+    with random gaps; returns (audio, events) with keyword start/end from energy trimming. A positive's label may
+    be a list (a recording that says several keywords: one event each, spanning the recording). ``once``: each
+    positive at most once (the stream ends after the last)."""
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     audio = np.zeros(n, np.float32)
     events = []
     t = int(rng.uniform(*gap_s) * SR)
     pi = 0
-    while t < n - 2 * SR and (positives or negatives):
+    while t < n - 2 * SR and (positives or negatives) and not (once and pi >= len(positives)):
         use_pos = positives and (not negatives or rng.random() < 0.6)
         if use_pos:
             x, label = positives[pi % len(positives)]
@@ -649,8 +793,8 @@ def make_stream(positives: list[tuple[np.ndarray, str]], negatives: list[np.ndar
         if t + len(x) >= n:
             break
         audio[t:t + len(x)] += x
-        if label is not None:
-            events.append({"label": label, "start_s": round(t / SR, 4), "end_s": round((t + len(x)) / SR, 4)})
+        for lab in ([label] if isinstance(label, str) else label or []):   # a recording may say several
+            events.append({"label": lab, "start_s": round(t / SR, 4), "end_s": round((t + len(x)) / SR, 4)})
         t += len(x) + int(rng.uniform(*gap_s) * SR)
     speech_rms = np.sqrt(np.mean(audio[np.abs(audio) > 1e-4] ** 2)) if np.any(np.abs(audio) > 1e-4) else 0.05
     bg = np.zeros(n, np.float32)

@@ -18,7 +18,7 @@ from ...stats import poisson_upper, summarize
 from ...utils.log import info
 from ..audio_data import STREAM_SIZES, build_streams, load_stream
 from ..harness import accuracy_run, load_ctx_samples
-from ..kws_scoring import combine, fa_at_frr, frr_at_fa, roc, score
+from ..kws_scoring import combine, detections_from_posteriors, fa_at_frr, frr_at_fa, roc, score
 from . import Scenario
 
 
@@ -37,6 +37,7 @@ class AudioStream(Scenario):
             raise DataError(f"stream {pos['path']} has no keyword events to score")
         self._streams = (pos, neg)
         real = streams.get("negative_real")
+        real_kw = streams.get("positive_real")
         realtime_s = STREAM_SIZES[cfg.profile][2]
         samples = load_ctx_samples(ctx)
         rows = []
@@ -47,7 +48,8 @@ class AudioStream(Scenario):
             model = a.stream_model(threads)
             modes = ["window"] + (["streaming"] if getattr(model, "streaming", None) else [])
             for mode in modes:
-                rows.append(_run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real))
+                rows.append(_run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real,
+                                      real_kw))
             a.close()
         return rows
 
@@ -69,23 +71,23 @@ class AudioStream(Scenario):
 def _streams(cfg, labels, prof_name: str) -> dict:
     if cfg.stream:
         pos = load_stream(cfg.stream)
-        return {"positive": pos, "negative": None, "negative_real": None}
+        return {"positive": pos, "negative": None, "negative_real": None, "positive_real": None}
     from ..audio_data import data_fingerprint
 
-    key = hashlib.sha1(f"{cfg.data}|{data_fingerprint(cfg.data)}|{labels}|{prof_name}|{cfg.seed}|v2".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{cfg.data}|{data_fingerprint(cfg.data)}|{labels}|{prof_name}|{cfg.seed}|v3".encode()).hexdigest()[:12]
     from ...utils.io import cache_dir
 
     d = cache_dir("streams", key)
     if (d / "stream_negative.json").is_file():
         return {"positive": load_stream(str(d / "stream_positive.wav")),
                 "negative": load_stream(str(d / "stream_negative.wav")),
-                "negative_real": load_stream(str(d / "stream_negative_real.wav"))
-                if (d / "stream_negative_real.json").is_file() else None}
+                **{k: load_stream(str(d / f"stream_{k}.wav")) if (d / f"stream_{k}.json").is_file() else None
+                   for k in ("negative_real", "positive_real")}}
     info(f"building the {prof_name} test streams from {cfg.data} (held-out clips) ...")
     return build_streams(cfg.data, labels, prof_name, d, seed=cfg.seed)
 
 
-def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real=None) -> dict:
+def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real=None, real_kw=None) -> dict:
     from ...runtime.kws import KwsDetector, replay
 
     det = KwsDetector(model, mode, threshold=cfg.threshold)
@@ -137,6 +139,17 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
         real_part = {"hours": round(h, 4), "fa": sr_["fa"], "fa_per_hour": sr_["fa"] / h if h else None,
                      "fa_per_hour_ub95": poisson_upper(sr_["fa"]) / h if h else None, "fa_at_frr10": at10,
                      "source": real["truth"].get("negative_speech")}
+    real_kw_part = None
+    if real_kw is not None:  # real human keywords, in sentences and alone: detected at this threshold / at FRR <= 10%
+        info(f"  {a.name}/{mode}: real keywords ({len(real_kw['truth']['events'])}, "
+             f"{real_kw['truth']['length_sec']:.0f} s) ...")
+        rk = replay(det, real_kw["audio"])
+        real_kw_part = {"at_threshold": _real_kw_score(rk["detections"], real_kw["truth"], det.threshold)}
+        if at_frr10.get("threshold") is not None:
+            d10 = detections_from_posteriors(rk["posteriors"], model.labels, det.kw_idx, hop_ms / 1000,
+                                             at_frr10["threshold"], det.refractory_s)
+            real_kw_part["at_frr10"] = _real_kw_score(d10, real_kw["truth"], at_frr10["threshold"])
+        real_kw_part["source"] = real_kw["truth"].get("negative_speech")
     fa_claim = _fa_claim(comb)
     audio = {
         "mode": mode, "hop_ms": hop_ms, "window_ms": 1000 * model.frames * model.lm.hop / model.lm.sample_rate,
@@ -152,6 +165,7 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
         "algorithmic_latency_ms": det.algorithmic_latency_ms(),
         "detection_latency_wall_ms": summarize(wall_lat) if wall_lat else None,
         **comb, "roc": rows, "frr_at_1fa_h": at_1fa, "fa_at_frr10": at_frr10, "real_speech": real_part,
+        "real_keywords": real_kw_part,
         "threshold_source": "calibrated (bundle)" if (model.stream_cfg.get("calibration") and cfg.threshold is None)
         else ("--threshold" if cfg.threshold is not None else "recipe default (bundle)"), "realtime_asfast_match": match, "realtime_asfast_detail": detail, "fa_claim": fa_claim,
     }
@@ -161,6 +175,21 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
                              {"name": "fa_claim_supported", "passed": True, "warn_only": True, "detail": fa_claim}]}
     row["ratios"] = _compute_ratios(row)
     return row
+
+
+def _real_kw_score(dets: list[dict], truth: dict, threshold: float) -> dict:
+    """How many real keyword events are detected (with the right label, within the recording + 1 s), by label,
+    and the detections of a keyword the recording does not say."""
+    s = score(dets, truth["events"], truth["length_sec"])
+    by = {}
+    for e in truth["events"]:
+        b = by.setdefault(e["label"], [0, 0])
+        b[1] += 1
+        b[0] += any(d["label"] == e["label"] and e["start_s"] <= d["t_s"] <= e["end_s"] + 1.0 for d in dets)
+    hit = sum(v[0] for v in by.values())
+    return {"threshold": threshold, "events": s["positives"], "detected": hit,
+            "recall": hit / s["positives"] if s["positives"] else None,
+            "by_label": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by.items())}, "wrong_or_outside": s["fa"]}
 
 
 def _fa_claim(c: dict) -> str:
