@@ -694,14 +694,14 @@ def _decoded_test_speech() -> list[Path]:
     return sorted(d.glob("*.wav"))
 
 
-def real_speech_transcripts() -> dict[str, str | None]:
+def real_speech_transcripts(files: list[Path] | None = None) -> dict[str, str | None]:
     """What each ``real_speech_files()`` recording says, by file name, where the package ships it: LibriVox and
     the card names (pocketsphinx-testdata's transcription files), warzone2100's tutorial lines (the subtitles in
     script/tutorial.js) and unit/console voice lines (their labels in audio/audio.cfg); None where nothing says
     (codec2's recordings, warzone's briefings and the tutorial lines without a subtitle)."""
     import zipfile
 
-    out: dict[str, str | None] = {f.name: None for f in real_speech_files()}
+    out: dict[str, str | None] = {f.name: None for f in (real_speech_files() if files is None else files)}
     rx = re.compile(r"<s>(.*?)</s>\s*\((\S+)\)")
     for tr in (POCKETSPHINX / "librivox" / "transcription", POCKETSPHINX / "cards" / "cards.transcription"):
         if tr.is_file():
@@ -736,10 +736,12 @@ def split_real_speech(keywords) -> dict:
     they are free of keywords)."""
     from . import lexicon
 
-    tr = real_speech_transcripts()
+    files = real_speech_files()
+    tr = real_speech_transcripts(files)
     kws = {k.lower() for k in keywords}
+    lex = lexicon.available()
     neg, kw, unv = [], [], []
-    for f in real_speech_files():
+    for f in files:
         t = tr.get(f.name)
         if t is None:
             unv.append(f)
@@ -748,7 +750,7 @@ def split_real_speech(keywords) -> dict:
         said = sorted({w for w in ws if w in kws})
         if said:
             kw.append((f, said))
-        elif not any(lexicon.available() and lexicon.sounds_like_keyword(w, keywords) for w in ws):
+        elif not (lex and any(lexicon.sounds_like_keyword(w, keywords) for w in ws)):
             neg.append(f)
         else:
             unv.append(f)

@@ -178,18 +178,14 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
 
 
 def _real_kw_score(dets: list[dict], truth: dict, threshold: float) -> dict:
-    """How many real keyword events are detected (with the right label, within the recording + 1 s), by label,
-    and the detections of a keyword the recording does not say."""
-    s = score(dets, truth["events"], truth["length_sec"])
-    by = {}
-    for e in truth["events"]:
-        b = by.setdefault(e["label"], [0, 0])
-        b[1] += 1
-        b[0] += any(d["label"] == e["label"] and e["start_s"] <= d["t_s"] <= e["end_s"] + 1.0 for d in dets)
-    hit = sum(v[0] for v in by.values())
-    return {"threshold": threshold, "events": s["positives"], "detected": hit,
-            "recall": hit / s["positives"] if s["positives"] else None,
-            "by_label": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by.items())}, "wrong_or_outside": s["fa"]}
+    """How many real keyword events are detected (``score``'s rule, label by label), and the detections of a
+    keyword the recording does not say or outside every recording."""
+    by = {lab: score([d for d in dets if d["label"] == lab], [e for e in truth["events"] if e["label"] == lab],
+                     truth["length_sec"]) for lab in sorted({e["label"] for e in truth["events"]})}
+    hit, n = sum(v["tp"] for v in by.values()), len(truth["events"])
+    return {"threshold": threshold, "events": n, "detected": hit, "recall": hit / n if n else None,
+            "by_label": {k: f"{v['tp']}/{v['positives']}" for k, v in by.items()},
+            "wrong_or_outside": score(dets, truth["events"], truth["length_sec"])["fa"]}
 
 
 def _fa_claim(c: dict) -> str:
