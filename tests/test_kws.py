@@ -170,7 +170,7 @@ def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
         unk = sorted(p.name for p in (tiny_kws_data / "_unknown_").glob("*.wav"))
         assert man["near_miss_clips"] == 18 * 3 == sum("__nm-" in n for n in unk) and man["near_miss_words"] > 100
         assert man["phrase_clips"] == 18 * 2 == sum("__phrase" in n for n in unk)
-        assert not any(n.split("__nm-")[1][:-4] in KEYWORDS for n in unk if "__nm-" in n)
+        assert not any(n.split("__nm-")[1][:-4].rsplit("_", 1)[0] in KEYWORDS for n in unk if "__nm-" in n)
         ctx = [p for k in KEYWORDS for p in (tiny_kws_data / k).glob("*__ctx-*.wav")]   # keywords between words
         assert man["keyword_in_context_clips"] == 18 * 4 == len(ctx)
         assert all(p.parent.name == p.name.split("__ctx-")[1].rsplit("_", 1)[0] for p in ctx)
@@ -563,6 +563,8 @@ def _speech_commands_folder(src, dst):
             continue
         spk, rest = f.stem.split("__")
         word, r = rest.rsplit("_", 1)
+        if f.parent.name != "_unknown_":      # a keyword, alone or said between other words ("ctx-left_0")
+            word, r = f.parent.name, ("c" if rest.startswith("ctx-") else "") + r
         name = f"{hashlib.sha1(spk.encode()).hexdigest()[:8]}_nohash_{r}.wav"
         (dst / word).mkdir(parents=True, exist_ok=True)
         shutil.copy(f, dst / word / name)

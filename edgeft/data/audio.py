@@ -397,12 +397,13 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     common = lexicon.common_words(keywords) if near else []
 
     def extra_unknown(engine, voice, spk, n_near, n_phrases, n_context):
-        """(engine, voice, speaker, text, label, rendition, file stem): near-miss words and phrases as _unknown_,
+        """(engine, voice, speaker, text, label, rendition, file stem "<word>_<n>" like every clip's): near-miss
+        words and phrases as _unknown_,
         and keywords said between other words (so that "more than one word" is no cue for _unknown_)"""
         r = random.Random(f"{seed}:{spk}:near")
-        out = [(engine, voice, spk, w, UNKNOWN, 0, f"nm-{w}") for w in r.sample(near, min(n_near, len(near)))]
+        out = [(engine, voice, spk, w, UNKNOWN, 0, f"nm-{w}_0") for w in r.sample(near, min(n_near, len(near)))]
         g = np.random.default_rng(int(hashlib.sha1(f"{seed}|{spk}|phrases".encode()).hexdigest()[:12], 16))
-        out += [(engine, voice, spk, lexicon.phrase(g, common, near), UNKNOWN, i, f"phrase{i}")
+        out += [(engine, voice, spk, lexicon.phrase(g, common, near), UNKNOWN, i, f"phrase_{i}")
                 for i in range(n_phrases if common else 0)]
         for i in range(n_context if common else 0):
             kw = keywords[int(g.integers(len(keywords)))]
