@@ -24,12 +24,14 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def topk(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax + top-k, what an application does with the logits: (indices (N, k) best first, probabilities)."""
+    """Softmax + top-k, what an application does with the logits: (indices (N, k) best first, probabilities).
+    Ties go to the lower class index, as ``argmax`` breaks them: an INT8 model's dequantized logits tie often, and
+    every top-1 in edgeft (export's val metric, the bench, optimize's paired statistics) must pick the same class."""
     p = softmax(logits)
     k = min(k, p.shape[-1])
-    idx = np.argpartition(-p, k - 1, axis=-1)[..., :k]
-    order = np.take_along_axis(p, idx, -1).argsort(-1)[..., ::-1]
-    return np.take_along_axis(idx, order, -1), p
+    # ranked on the logits, not on p: softmax can round two close logits to one probability
+    idx = np.argsort(-np.asarray(logits), axis=-1, kind="stable")[..., :k]
+    return idx, p
 
 
 class ClassificationMixin:
