@@ -162,6 +162,25 @@ def tiny_kws_data(tmp_path_factory):
     return d
 
 
+def test_calibration_streams_leave_near_miss_words_out(tiny_kws_data):
+    """The calibration negatives without the built-in set's near-miss words (they are reported on their own);
+    with stream.calibration_near_misses they are in."""
+    from edgeft.bench.audio_data import near_miss_clips, validation_streams
+    from edgeft.data import lexicon
+
+    if not lexicon.available():
+        pytest.skip("Festival's lexicons (festlex-cmu, festlex-poslex) are not installed")
+    labels = KEYWORDS + ["_unknown_", "_silence_"]
+    unk = [it for it in scan_speech_commands(tiny_kws_data, KEYWORDS, 25, 25).splits["val"]
+           if it.label == "_unknown_"]
+    near = near_miss_clips(f"{tiny_kws_data}:val", labels, 25, 25)
+    assert len(near) == sum("__nm-" in it.path.name for it in unk) > 0 and all("__nm-" in n for n, _ in near)
+    for keep, n in ((False, len(unk) - len(near)), (True, len(unk))):
+        st = validation_streams(str(tiny_kws_data), labels, 0.2, 25, 25, max_positives=5, near_misses=keep)
+        assert st["negative"]["truth"]["negative_speech"].startswith(f"{n} unknown-word clips")
+        assert ("near-miss words left out" in st["negative"]["truth"]["negative_speech"]) != keep
+
+
 def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
     files = scan_speech_commands(tiny_kws_data, KEYWORDS, 25, 25)
     from edgeft.data import lexicon
@@ -220,6 +239,9 @@ stream: {{calibration_minutes: 0.5}}
         assert m["stream"]["threshold"] == cal["threshold"] and cal["target_fa_per_hour"] == 1.0
         assert cal["fa"] <= cal["fa_allowed"] or not cal["met"]
         assert "val split" in cal["stream"]["negative"] and cal["positive_keywords"] > 0
+        nm = cal["near_miss_words"]               # left out of the budget, reported: how many fire at the threshold
+        assert nm["clips"] > 0 and len(nm["worst"]) == min(nm["fire_at_threshold"], 8)
+        assert all(float(w.rsplit(" ", 1)[1]) >= cal["threshold"] for w in nm["worst"])
     b = run / "bundles" / "onnxruntime-fp32"
     wav = next((tiny_kws_data / "yes").glob("*.wav"))
     r = cli("predict", b, wav, "--json")
@@ -477,6 +499,26 @@ def test_fa_at_frr_and_threshold_calibration():
     assert c["fa_allowed"] == 0 and c["fa"] == 0 and 0.5 < c["threshold"] <= 0.55   # 15 min: no false accept
 
 
+def test_clip_peaks_keeps_each_clip_to_itself():
+    """Near-miss words are scored said alone: each clip's peak is its own, never a loud neighbour's (the gap
+    outlasts a window), and the keyword it peaked on is reported."""
+    from edgeft.bench.kws_scoring import clip_peaks
+
+    hop, win = 320, 16000
+
+    def post_of(a):             # a fake detector: keyword k's score = loudest sample in the last 1 s window
+        hops = len(a) // hop
+        m = np.array([np.abs(a[max(0, (j + 1) * hop - win):(j + 1) * hop]).max() for j in range(hops)])
+        return np.stack([0.1 * m, m, 0.5 * m], 1)
+
+    amps = [0.9, 0.05, 0.7, 0.3]
+    clips = [np.full(8000, v, np.float32) for v in amps]
+    peaks = clip_peaks(post_of, clips, [1, 2], hop)
+    assert [round(p, 6) for p, _ in peaks] == amps and {k for _, k in peaks} == {1}
+    short = clip_peaks(post_of, clips, [1, 2], hop, gap=4000)   # a gap shorter than a window: neighbours leak
+    assert short[1][0] > 0.05
+
+
 def test_mfcc_features_match_torchaudio_dct_and_stream():
     import torchaudio
 
@@ -619,7 +661,8 @@ def test_bad_kws_recipe_values_are_one_line_errors(cli, tmp_path):
                              ("mining.rounds", "-1", "greater than or equal to 0"),
                              ("unknown_percent", "100", "less than 100"),
                              ("silence_percent", "-5", "greater than or equal to 0"),
-                             ("stream.calibration_minutes", "0", "greater than 0")):
+                             ("stream.calibration_minutes", "0", "greater than 0"),
+                             ("stream.calibration_near_misses", "sometimes", "valid boolean")):
         r = cli("finetune", "--recipe", "kws/dscnn_s", "--out", tmp_path / "r", "--set", f"{key}={val}")
         assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (key, r.err)
     assert not (tmp_path / "r").exists()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.audio import (SR, SILENCE, UNKNOWN, decode_with_sox, make_stream, read_wav, real_keyword_clips,
-                          split_real_speech, write_wav)
+from ..data.audio import (SR, SILENCE, UNKNOWN, decode_with_sox, is_near_miss, make_stream, read_wav,
+                          real_keyword_clips, split_real_speech, write_wav)
 from ..errors import DataError
 from ..tasks.kws.device import kws_files
 
@@ -22,7 +22,7 @@ STREAM_SIZES = {  # (positive keywords, negative minutes, realtime seconds)
 
 def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, seed: int = 0, *,
                   val_pct: float = 10.0, test_pct: float = 10.0, real_speech: bool = True,
-                  sizes: tuple | None = None) -> dict:
+                  sizes: tuple | None = None, near_misses: bool = True) -> dict:
     """Seeded long streams from held-out clips: a positive stream (every selected keyword once, with unknown
     words and real read speech in between, over background noise at 10 dB SNR) and a negative-only stream
     (no keywords) for false accepts per hour. Written as wav + MLPerf-Tiny-style truth JSON.
@@ -31,11 +31,12 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
     streams only: never in training or calibration) -- only the recordings whose transcript shows they say no
     keyword (``split_real_speech``). Those that say a keyword, with the real keywords said alone
     (``real_keyword_clips``), make a fourth stream, ``positive_real``: one event per keyword a recording says.
-    ``sizes``: (positives, negative minutes) instead of the profile's."""
+    ``sizes``: (positives, negative minutes) instead of the profile's. ``near_misses=False``: the built-in set's
+    near-miss words (``is_near_miss``) stay out of the streams (``near_miss_clips`` has them)."""
     files, split = kws_files(spec, labels, val_pct, test_pct)
     n_pos, neg_min = sizes if sizes is not None else STREAM_SIZES[profile][:2]
     kws = [it for it in files.splits[split] if it.label not in (UNKNOWN, SILENCE)]
-    unk = [it for it in files.splits[split] if it.label == UNKNOWN]
+    unk = [it for it in files.splits[split] if it.label == UNKNOWN and (near_misses or not is_near_miss(it.path))]
     rng = np.random.default_rng(seed)
     kws = [kws[i] for i in rng.permutation(len(kws))[:n_pos]]
     pos = [(read_wav(it.path), it.label) for it in kws]
@@ -84,8 +85,8 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
                  "negative_speech": f"{real_note}, nothing else" if name == "negative_real" else
                  f"{len(real_kw)} real recordings that say a keyword ({len(split_real['keyword'])} sentences, "
                  f"{len(real_kw) - len(split_real['keyword'])} said alone)" if name == "positive_real" else
-                 f"{len(negs)} unknown-word clips ({n_real_unknown} of them real human speech) + "
-                 f"{len(real)} real speech recordings"}
+                 f"{len(negs)} unknown-word clips ({n_real_unknown} of them real human speech"
+                 f"{'' if near_misses else '; near-miss words left out'}) + {len(real)} real speech recordings"}
         (out_dir / f"stream_{name}.json").write_text(json.dumps(truth, indent=1))
         res[name] = {"audio": audio, "truth": truth, "path": str(wav)}
     return res
@@ -105,21 +106,28 @@ def data_fingerprint(spec: str) -> str:
 
 
 def validation_streams(source: str, labels: list[str], negative_minutes: float, val_pct: float, test_pct: float,
-                       seed: int = 0, max_positives: int = 200) -> dict:
-    """The calibration streams: the val split only (its keywords; its unknown words, real speakers included),
-    no test audio; cached by what defines them."""
+                       seed: int = 0, max_positives: int = 200, near_misses: bool = True) -> dict:
+    """The calibration streams: the val split only (its keywords; its unknown words, real speakers included;
+    near-miss words only with ``near_misses``), no test audio; cached by what defines them."""
     import hashlib
 
     from ..utils.io import cache_dir
 
     key = hashlib.sha1(f"{source}|{data_fingerprint(source)}|{labels}|{negative_minutes}|{val_pct}|{test_pct}|{seed}|"
-                       f"{max_positives}|val-v1".encode()).hexdigest()[:12]
+                       f"{max_positives}|{near_misses}|val-v1".encode()).hexdigest()[:12]
     d = cache_dir("streams", key)
     if (d / "stream_negative.json").is_file():
         return {"positive": load_stream(str(d / "stream_positive.wav")),
                 "negative": load_stream(str(d / "stream_negative.wav"))}
     return build_streams(f"{source}:val", labels, "dev", d, seed=seed + 7, val_pct=val_pct, test_pct=test_pct,
-                         real_speech=False, sizes=(max_positives, negative_minutes))
+                         real_speech=False, sizes=(max_positives, negative_minutes), near_misses=near_misses)
+
+
+def near_miss_clips(spec: str, labels: list[str], val_pct: float, test_pct: float) -> list[tuple[str, np.ndarray]]:
+    """(file name, audio) of the built-in set's near-miss words in ``spec``'s split (none in other folders)."""
+    files, split = kws_files(spec, labels, val_pct, test_pct)
+    return [(it.path.name, read_wav(it.path)) for it in files.splits[split]
+            if it.label == UNKNOWN and is_near_miss(it.path)]
 
 
 def load_stream(wav: str) -> dict:

@@ -136,6 +136,26 @@ def fa_at_frr(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, r
             "fa_per_hour": best["fa_per_hour"], "fa_per_hour_ub95": poisson_upper(best["fa"]) / hours if hours else None}
 
 
+def clip_peaks(post_of, clips: list[np.ndarray], kw_idx: list[int], hop: int, gap: int = 19_200) -> list[tuple]:
+    """Clips said alone, through the detector as one stream with ``gap`` samples of silence around each (longer
+    than a window plus the smoothing, so no window holds two clips): per clip, (its highest smoothed keyword
+    posterior, that keyword's index). The detector fires on a clip at threshold t when its peak is >= t.
+    ``post_of(audio)`` gives the smoothed posteriors per hop (``runtime.kws.window_posteriors``)."""
+    sil = np.zeros(gap, np.float32)
+    parts, spans, t = [sil], [], gap
+    for x in clips:
+        parts += [np.asarray(x, np.float32), sil]
+        spans.append((t, t + len(x) + gap))
+        t += len(x) + gap
+    post = np.asarray(post_of(np.concatenate(parts)))
+    out = []
+    for a, b in spans:          # hop j holds the audio up to sample (j + 1) * hop
+        seg = post[a // hop: -(-b // hop)][:, kw_idx]
+        i, k = np.unravel_index(int(seg.argmax()), seg.shape)
+        out.append((float(seg[i, k]), kw_idx[int(k)]))
+    return out
+
+
 def choose_threshold(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s,
                      target_fa_per_hour: float = 1.0, thresholds=None) -> dict:
     """Calibration on a validation stream: the lowest threshold (so the lowest false-reject rate) whose false

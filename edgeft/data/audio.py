@@ -401,7 +401,8 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
         words and phrases as _unknown_,
         and keywords said between other words (so that "more than one word" is no cue for _unknown_)"""
         r = random.Random(f"{seed}:{spk}:near")
-        out = [(engine, voice, spk, w, UNKNOWN, 0, f"nm-{w}_0") for w in r.sample(near, min(n_near, len(near)))]
+        out = [(engine, voice, spk, w, UNKNOWN, 0, f"{NEAR_MISS_STEM}{w}_0")
+               for w in r.sample(near, min(n_near, len(near)))]
         g = np.random.default_rng(int(hashlib.sha1(f"{seed}|{spk}|phrases".encode()).hexdigest()[:12], 16))
         out += [(engine, voice, spk, lexicon.phrase(g, common, near), UNKNOWN, i, f"phrase_{i}")
                 for i in range(n_phrases if common else 0)]
@@ -474,7 +475,7 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
         "name": TTS_NAME, "version": TTS_VERSION, "seed": seed, "tts_clips": n, "silence": silence,
         "keywords": list(keywords), "unknown_words": UNKNOWN_WORDS, "espeak_speakers": len(dialects) * len(variants),
         "flite_voices": list(flite_voices), "festival_voices": list(fest), "snr_db": [5, 40],
-        "near_miss_words": len(near), "near_miss_clips": sum(j[6].startswith("nm-") for j in jobs),
+        "near_miss_words": len(near), "near_miss_clips": sum(j[6].startswith(NEAR_MISS_STEM) for j in jobs),
         "phrase_clips": sum(j[6].startswith("phrase") for j in jobs),
         "keyword_in_context_clips": sum(j[6].startswith("ctx-") for j in jobs),
         "lexicons": [str(lexicon.CMU), str(lexicon.WSJ)] if near else None, "real_unknown_clips": sum(real.values()) if real else 0,
@@ -771,6 +772,14 @@ def real_keyword_clips(keywords) -> list[tuple[str, str, Path]]:
 
 
 # ------------------------------------------------------------------------------ long test streams
+NEAR_MISS_STEM = "nm-"     # the built-in set's near-miss clips: _unknown_/<speaker>__nm-<word>_0.wav
+
+
+def is_near_miss(path) -> bool:
+    """A near-miss clip of the built-in set: a word one phoneme from a keyword ("stock", "let"), said alone."""
+    return f"__{NEAR_MISS_STEM}" in Path(path).name
+
+
 def make_stream(positives: list[tuple[np.ndarray, str]], negatives: list[np.ndarray], noise: list[np.ndarray],
                 seconds: float, seed: int = 0, snr_db: float = 10.0, gap_s=(2.0, 5.0),
                 once: bool = False) -> tuple[np.ndarray, list]:
