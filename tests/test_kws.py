@@ -519,6 +519,23 @@ def test_clip_peaks_keeps_each_clip_to_itself():
     assert short[1][0] > 0.05
 
 
+def test_vtlp_moves_formants_and_keeps_nyquist():
+    """Vocal tract length perturbation: a 1 kHz tone's peak moves to alpha x 1 kHz, alpha 1 changes nothing,
+    and the top of the spectrum stays in place."""
+    from edgeft.tasks.kws.task import torch_logmel, vtlp_warp
+
+    sr, n = 16000, 512
+    x = torch.tensor(np.sin(2 * np.pi * 1000 * np.arange(sr) / sr), dtype=torch.float32)[None].repeat(3, 1)
+    p = torch.fft.rfft(x.unfold(-1, n, 160) * torch.hann_window(n), n=n).abs() ** 2
+    out = vtlp_warp(p, torch.tensor([1.0, 1.1, 0.9]), sr)
+    f = np.fft.rfftfreq(n, 1 / sr)
+    assert torch.equal(out[0], p[0]) and [abs(f[int(out[i, 5].argmax())] - 1000 * a) <= 16
+                                         for i, a in ((1, 1.1), (2, 0.9))] == [True, True]
+    assert torch.allclose(out[1:, :, -1], p[1:, :, -1])
+    lm = LogMel()
+    assert torch.equal(torch_logmel(x, lm), torch_logmel(x, lm, torch.ones(3)))
+
+
 def test_mfcc_features_match_torchaudio_dct_and_stream():
     import torchaudio
 
@@ -662,7 +679,8 @@ def test_bad_kws_recipe_values_are_one_line_errors(cli, tmp_path):
                              ("unknown_percent", "100", "less than 100"),
                              ("silence_percent", "-5", "greater than or equal to 0"),
                              ("stream.calibration_minutes", "0", "greater than 0"),
-                             ("stream.calibration_near_misses", "sometimes", "valid boolean")):
+                             ("stream.calibration_near_misses", "sometimes", "valid boolean"),
+                             ("augment_audio.vtlp", "[1.2,0.8]", "0.5 <= low <= high <= 2")):
         r = cli("finetune", "--recipe", "kws/dscnn_s", "--out", tmp_path / "r", "--set", f"{key}={val}")
         assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (key, r.err)
     assert not (tmp_path / "r").exists()

@@ -53,6 +53,15 @@ class AudioAugmentCfg(Section):
     rooms: int = Field(160, gt=0, description="simulated impulse responses in the bank (seeded, cached)")
     eq_prob: float = Field(0.0, ge=0, le=1, description="share of clips through a random microphone response: "
                            "high-pass, low-pass (band-limiting, down to telephone band) and +-6 dB resonances")
+    vtlp: tuple[float, float] = Field((1.0, 1.0), description="vocal tract length perturbation: each clip's "
+                                      "spectrum warped by a factor drawn from this range ((1, 1): off)")
+
+    @field_validator("vtlp")
+    @classmethod
+    def _vtlp(cls, v):
+        if not 0.5 <= v[0] <= v[1] <= 2.0:
+            raise ValueError(f"vtlp {list(v)}: give [low, high] with 0.5 <= low <= high <= 2 (e.g. [0.9, 1.1])")
+        return v
 
 
 class MiningCfg(Section):

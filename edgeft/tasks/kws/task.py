@@ -34,8 +34,9 @@ class KwsSplit:
         return int(len(self.targets))
 
 
-def torch_logmel(wave: torch.Tensor, lm: LogMel) -> torch.Tensor:
-    """(B, S) float32 -> (B, n_feat, T): the numpy LogMel (and MFCC) maths in torch (tested equal)."""
+def torch_logmel(wave: torch.Tensor, lm: LogMel, warp: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, S) float32 -> (B, n_feat, T): the numpy LogMel (and MFCC) maths in torch (tested equal). ``warp``: one
+    vocal-tract-length factor per clip (``vtlp_warp``), applied to the power spectrum before the mel filters."""
     from ...runtime.features import dct_matrix, hann_periodic, mel_filterbank
 
     w = torch.zeros(lm.n_fft)
@@ -45,10 +46,29 @@ def torch_logmel(wave: torch.Tensor, lm: LogMel) -> torch.Tensor:
     frames = wave.unfold(-1, lm.n_fft, lm.hop) * w.to(wave.device)
     spec = torch.fft.rfft(frames, n=lm.n_fft)
     power = spec.real ** 2 + spec.imag ** 2
+    if warp is not None:
+        power = vtlp_warp(power, warp.to(wave.device), lm.sample_rate)
     out = torch.log(power @ fb.to(wave.device) + LOG_EPS)
     if lm.n_mfcc:
         out = out @ torch.from_numpy(dct_matrix(lm.n_mfcc, lm.n_mels)).to(wave.device)
     return out.transpose(1, 2).contiguous()
+
+
+def vtlp_warp(power: torch.Tensor, alpha: torch.Tensor, sample_rate: int, f_hi: float = 4800.0) -> torch.Tensor:
+    """Vocal tract length perturbation (Jaitly & Hinton 2013) of a (B, T, bins) power spectrum: frequency f moves
+    to alpha * f up to a boundary, then linearly to Nyquist (which stays put), one alpha per clip; each output bin
+    reads the input at the inverse warp, linearly interpolated. A different speaker's formants, same words."""
+    b, _, nb = power.shape
+    nyq = sample_rate / 2
+    f_out = torch.linspace(0, nyq, nb, device=power.device)[None]                 # (1, bins)
+    a = alpha.reshape(b, 1).to(power.dtype)
+    b0 = f_hi * torch.clamp(a, max=1.0) / a                                       # input boundary
+    src = torch.where(f_out <= b0 * a, f_out / a, nyq - (nyq - f_out) * (nyq - b0) / (nyq - b0 * a))
+    pos = (src / nyq * (nb - 1)).clamp(0, nb - 1)
+    lo = pos.floor().long().clamp(max=nb - 2)
+    t = (pos - lo).unsqueeze(1)
+    idx = lo.unsqueeze(1).expand(-1, power.shape[1], -1)
+    return torch.gather(power, 2, idx) * (1 - t) + torch.gather(power, 2, idx + 1) * t
 
 
 class Task(TorchClassification):
@@ -101,7 +121,9 @@ class Task(TorchClassification):
         for idx in batches:
             x = torch.from_numpy(split.clips[idx].astype(np.float32) / 32767.0)
             x = augment_wave(x, a, lm, noise, g)
-            f = spec_augment(torch_logmel(x, lm), a, g)
+            lo, hi = a.vtlp
+            warp = torch.empty(len(idx)).uniform_(lo, hi, generator=g) if hi > lo else None
+            f = spec_augment(torch_logmel(x, lm, warp), a, g)
             yield f.unsqueeze(1).to(device), torch.from_numpy(split.targets[idx]).to(device)
 
     def before_epoch(self, model, data: TaskData, recipe, epoch: int, epochs: int, device, rd) -> TaskData | None:
