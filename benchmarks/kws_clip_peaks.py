@@ -21,7 +21,7 @@ from edgeft.bench.kws_scoring import clip_peaks
 from edgeft.data.audio import SILENCE, UNKNOWN, is_near_miss, read_wav
 from edgeft.recipe import load_recipe
 from edgeft.runtime.features import LogMel
-from edgeft.runtime.kws import window_posteriors
+from edgeft.runtime.kws import window_logits, window_posteriors
 from edgeft.stages.parity import parity_runner
 from edgeft.tasks.kws.device import kws_files
 from edgeft.utils.env import cpu_model
@@ -54,12 +54,7 @@ def main(bundle: Path, split: str, data: str | None) -> None:
     items = files.splits[sp]
     runner_cls, _ = parity_runner(man)
     with runner_cls(bundle, man) as r:
-        name = man["inputs"][0]["name"]
-
-        def infer(x):
-            out = r.infer({name: x})
-            return np.asarray(out["logits"] if "logits" in out else next(iter(out.values())))
-
+        infer = window_logits(r, man)
         post_of = lambda a: window_posteriors(infer, lm, frames, a, hop, smooth)  # noqa: E731
         by_kind = defaultdict(list)
         for k in sorted({kind(it) for it in items}):

@@ -269,6 +269,17 @@ def check_streaming_manifest(m: dict) -> None:
         raise BundleError("manifest: streaming_model.file is not one of the bundle's model files")
 
 
+def window_logits(runner, manifest: dict):
+    """``infer`` for ``window_posteriors`` from an open runner of a keyword bundle: a (B, 1, n_feat, frames) batch
+    to its (B, classes) logits."""
+    name = manifest["inputs"][0]["name"]
+
+    def infer(x):
+        out = runner.infer({name: x})
+        return np.asarray(out["logits"] if "logits" in out else next(iter(out.values())))
+    return infer
+
+
 def window_posteriors(infer, lm: LogMel, frames: int, audio: np.ndarray, hop: int, smooth: int,
                       batch: int = 128) -> np.ndarray:
     """The smoothed posteriors ``replay`` gives (window mode = streaming mode), per hop, computed in batches: the

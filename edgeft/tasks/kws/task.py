@@ -230,7 +230,7 @@ class Task(TorchClassification):
         so an INT8 bundle gets the threshold its own scores need. Returns the manifest's ``stream`` section."""
         from ...bench.audio_data import near_miss_clips, validation_streams
         from ...bench.kws_scoring import choose_threshold, clip_peaks
-        from ...runtime.kws import window_posteriors
+        from ...runtime.kws import window_logits, window_posteriors
         from ...stages.parity import parity_runner
 
         sc = recipe.stream
@@ -245,11 +245,7 @@ class Task(TorchClassification):
         frames = lm.frames(lm.clip_samples)
         runner_cls, how = parity_runner(manifest)
         with runner_cls(bundle_dir, manifest) as runner:
-            name = manifest["inputs"][0]["name"]
-            def infer(x):
-                out = runner.infer({name: x})
-                return np.asarray(out["logits"] if "logits" in out else next(iter(out.values())))
-
+            infer = window_logits(runner, manifest)
             pp = window_posteriors(infer, lm, frames, st["positive"]["audio"], hop, smooth)
             pn = window_posteriors(infer, lm, frames, st["negative"]["audio"], hop, smooth)
             kw_idx = [labels.index(k) for k in recipe.keywords if k in labels]
