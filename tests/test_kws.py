@@ -340,7 +340,16 @@ stream: {{calibration_minutes: 0.5}}
             t = rk["at_threshold"]
             assert t["events"] > 0 and 0 <= t["detected"] <= t["events"] and t["threshold"] == au["threshold"]
             assert sum(int(v.split("/")[1]) for v in t["by_label"].values()) == t["events"]
+        nm = au["near_miss_words"]                   # the test split's near-miss words, said alone
+        from edgeft.data import lexicon
+        if lexicon.available():
+            n_test = sum(1 for it in scan_speech_commands(tiny_kws_data, KEYWORDS, 10, 10).splits["test"]
+                         if "__nm-" in it.path.name)
+            assert nm["clips"] == n_test > 0 and len(nm["worst"]) == min(nm["fire_at_threshold"], 8)
+            assert nm["fire_at_threshold"] <= nm["clips"]
+            assert ("fire_at_frr10" in nm) == (au["fa_at_frr10"].get("threshold") is not None)   # FRR 10% reachable
     assert "FRR @1 FA/h" in (tmp_path / "bench" / "result.md").read_text()
+    assert "near-miss words firing" in (tmp_path / "bench" / "result.md").read_text()
     # the same prune and QAT stages work for keyword spotting (one code path)
     r = cli("prune", run, "--ratio", "0.25", "--round-to", "1", "--epochs", "1", "--out", tmp_path / "p")
     assert r.code == 0, r.err

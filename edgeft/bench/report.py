@@ -192,6 +192,9 @@ def rows(doc: dict) -> list[dict]:
             rk = aud.get("real_keywords") or {}
             r["real_kw"] = "/".join(str((rk.get(k) or {}).get("detected", "–")) for k in ("at_threshold", "at_frr10")) \
                 + f" of {(rk.get('at_threshold') or {}).get('events')}" if rk else None
+            nm = aud.get("near_miss_words")
+            r["near_miss"] = (f"{nm['fire_at_threshold']}/{nm.get('fire_at_frr10', '–')} of {nm['clips']}"
+                              if nm else None)
             r["hop_p50"] = (aud.get("chunk_compute") or {}).get("p50")
             r["hop_p99"] = (aud.get("chunk_compute") or {}).get("p99")
             r["delay_p90"] = (aud.get("detection_delay_audio_ms") or {}).get("p90")
@@ -239,7 +242,8 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
     head = cols + ["artifact", "format", f"{mname} [95% CI]", f"Δ {mname} (pts)"]
     if aud:
         head += ["thr", "FRR", "FA/h", "FRR @1 FA/h", "FA/h @FRR 10%", "real-speech FA/h", "real FA/h @FRR 10%",
-                 "real keywords (thr / FRR 10%)", "RTF wall", "RTF cpu", "hop p50", "hop p99", "delay p90"]
+                 "real keywords (thr / FRR 10%)", "near-miss words firing (thr / FRR 10%)", "RTF wall", "RTF cpu",
+                 "hop p50", "hop p99", "delay p90"]
     gpu = any(r["compute_p50"] is not None for d in docs for r in rows(d))
     head += ["e2e p50", "p90", "p99", "p99 ub99", "infer p50"] + (["GPU compute p50"] if gpu else [])
     head += ["drop %", "miss %", "fps"] if cam else ["samples/s"]
@@ -256,7 +260,8 @@ def markdown(docs: list[dict], title: str | None = None) -> str:
             if aud:
                 cells += [_f(r.get("threshold"), 3), _f(r.get("frr"), 4), _f(r.get("fa_per_hour"), 2),
                           _f(r.get("frr_1fa"), 4), _f(r.get("fa_frr10"), 2), _f(r.get("real_fa"), 2),
-                          _f(r.get("real_fa_frr10"), 2), r.get("real_kw") or "–", _f(r.get("rtf_wall"), 4),
+                          _f(r.get("real_fa_frr10"), 2), r.get("real_kw") or "–", r.get("near_miss") or "–",
+                          _f(r.get("rtf_wall"), 4),
                           _f(r.get("rtf_cpu"), 4), _f(r.get("hop_p50")), _f(r.get("hop_p99")),
                           _f(r.get("delay_p90"), 0)]
             cells += [_f(r["e2e_p50"]), _f(r["e2e_p90"]), _f(r["e2e_p99"]), _f(r["p99_ub99"]), _f(r["infer_p50"])]

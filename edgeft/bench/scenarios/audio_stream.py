@@ -5,7 +5,8 @@ only the new frames to the stateful model) the same detector runs over a positiv
 between unknown words and real read speech, over noise) and a negative-only stream, as fast as possible;
 then the first part of the positive stream is replayed on a real-time schedule and must produce the same
 detections. Reported: clip accuracy, FRR (Clopper-Pearson CI), false accepts per hour (exact Poisson bound,
-with the hours of negative audio), detection delay, RTF (wall and CPU), per-hop latency, a threshold sweep.
+with the hours of negative audio), detection delay, RTF (wall and CPU), per-hop latency, a threshold sweep; with
+the built-in set, how many of the test split's near-miss words, said alone, fire (at the threshold and at FRR 10%).
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import numpy as np
 from ...errors import DataError
 from ...stats import poisson_upper, summarize
 from ...utils.log import info
-from ..audio_data import STREAM_SIZES, build_streams, load_stream
+from ..audio_data import STREAM_SIZES, build_streams, load_stream, near_miss_clips
 from ..harness import accuracy_run, load_ctx_samples
-from ..kws_scoring import combine, detections_from_posteriors, fa_at_frr, frr_at_fa, roc, score
+from ..kws_scoring import (clip_peaks, combine, detections_from_posteriors, fa_at_frr, frr_at_fa, near_miss_report,
+                           roc, score)
 from . import Scenario
 
 
@@ -38,6 +40,7 @@ class AudioStream(Scenario):
         self._streams = (pos, neg)
         real = streams.get("negative_real")
         real_kw = streams.get("positive_real")
+        near = [] if cfg.stream else near_miss_clips(cfg.data, labels, 10.0, 10.0)   # build_streams' splits
         realtime_s = STREAM_SIZES[cfg.profile][2]
         samples = load_ctx_samples(ctx)
         rows = []
@@ -49,7 +52,7 @@ class AudioStream(Scenario):
             modes = ["window"] + (["streaming"] if getattr(model, "streaming", None) else [])
             for mode in modes:
                 rows.append(_run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real,
-                                      real_kw))
+                                      real_kw, near))
             a.close()
         return rows
 
@@ -87,7 +90,8 @@ def _streams(cfg, labels, prof_name: str) -> dict:
     return build_streams(cfg.data, labels, prof_name, d, seed=cfg.seed)
 
 
-def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real=None, real_kw=None) -> dict:
+def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, real=None, real_kw=None,
+              near=()) -> dict:
     from ...runtime.kws import KwsDetector, replay
 
     det = KwsDetector(model, mode, threshold=cfg.threshold)
@@ -150,6 +154,12 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
                                              at_frr10["threshold"], det.refractory_s)
             real_kw_part["at_frr10"] = _real_kw_score(d10, real_kw["truth"], at_frr10["threshold"])
         real_kw_part["source"] = real_kw["truth"].get("negative_speech")
+    near_part = None
+    if near:                 # the test split's near-miss words ("stock", "let"), each said alone
+        info(f"  {a.name}/{mode}: {len(near)} near-miss words said alone ...")
+        peaks = clip_peaks(lambda x: replay(det, x)["posteriors"], [x for _, x in near], det.kw_idx, det.hop)
+        near_part = near_miss_report([n for n, _ in near], peaks, model.labels, det.threshold,
+                                     also=at_frr10.get("threshold"))
     fa_claim = _fa_claim(comb)
     audio = {
         "mode": mode, "hop_ms": hop_ms, "window_ms": 1000 * model.frames * model.lm.hop / model.lm.sample_rate,
@@ -165,7 +175,7 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
         "algorithmic_latency_ms": det.algorithmic_latency_ms(),
         "detection_latency_wall_ms": summarize(wall_lat) if wall_lat else None,
         **comb, "roc": rows, "frr_at_1fa_h": at_1fa, "fa_at_frr10": at_frr10, "real_speech": real_part,
-        "real_keywords": real_kw_part,
+        "real_keywords": real_kw_part, "near_miss_words": near_part,
         "threshold_source": "calibrated (bundle)" if (model.stream_cfg.get("calibration") and cfg.threshold is None)
         else ("--threshold" if cfg.threshold is not None else "recipe default (bundle)"), "realtime_asfast_match": match, "realtime_asfast_detail": detail, "fa_claim": fa_claim,
     }

@@ -229,7 +229,7 @@ class Task(TorchClassification):
         ``stream.target_fa_per_hour``: scored through the same runtime and posterior smoothing as the detector,
         so an INT8 bundle gets the threshold its own scores need. Returns the manifest's ``stream`` section."""
         from ...bench.audio_data import near_miss_clips, validation_streams
-        from ...bench.kws_scoring import choose_threshold, clip_peaks
+        from ...bench.kws_scoring import choose_threshold, clip_peaks, near_miss_report
         from ...runtime.kws import window_logits, window_posteriors
         from ...stages.parity import parity_runner
 
@@ -259,7 +259,9 @@ class Task(TorchClassification):
             "positive_keywords": len(st["positive"]["truth"]["events"]),
             "stream": {k: st[k]["truth"]["source"] for k in ("positive", "negative")},
             "negative_speech": st["negative"]["truth"]["negative_speech"],
-            **({"near_miss_words": near_miss_report(near, peaks, labels, c["threshold"])} if near else {}),
+            **({"near_miss_words": {**near_miss_report([n for n, _ in near], peaks, labels, c["threshold"]),
+                                    "note": "not in the false-accept budget (stream.calibration_near_misses: false)"}}
+               if near else {}),
             "rule": "the lowest threshold whose false accepts on the validation streams are at most "
                     "target_fa_per_hour x their negative hours"}
         return stream
@@ -268,19 +270,6 @@ class Task(TorchClassification):
         s = recipe.stream
         return {"stream": {"hop_ms": s.hop_ms, "smooth_ms": s.smooth_ms, "threshold": s.threshold,
                            "refractory_s": s.refractory_s, "keywords": list(recipe.keywords)}}
-
-
-def near_miss_report(near: list[tuple[str, np.ndarray]], peaks: list[tuple], labels: list[str],
-                     threshold: float) -> dict:
-    """How many of the val split's near-miss words (said alone) the detector fires on at ``threshold``, with the
-    worst ones ("stock -> stop 0.990"), from ``clip_peaks``."""
-    from ...data.audio import NEAR_MISS_STEM
-
-    fired = sorted(((p, n, labels[k]) for (n, _), (p, k) in zip(near, peaks) if p >= threshold), reverse=True)
-    word = [n.split(f"__{NEAR_MISS_STEM}", 1)[-1].rsplit("_", 1)[0] for _, n, _ in fired]
-    return {"clips": len(near), "fire_at_threshold": len(fired), "share": round(len(fired) / max(len(near), 1), 4),
-            "worst": [f"{w} -> {k} {p:.3f}" for w, (p, _, k) in zip(word, fired[:8])],
-            "note": "not in the false-accept budget (stream.calibration_near_misses: false)"}
 
 
 # --------------------------------------------------------------------------------- augmentation
