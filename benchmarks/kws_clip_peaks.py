@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.bench.kws_scoring import clip_peaks
-from edgeft.data.audio import SILENCE, UNKNOWN, is_near_miss, read_wav
+from edgeft.data.audio import SILENCE, UNKNOWN, is_near_miss, near_miss_word, read_wav
 from edgeft.recipe import load_recipe
 from edgeft.runtime.features import LogMel
 from edgeft.runtime.kws import window_logits, window_posteriors
@@ -73,8 +73,7 @@ def main(bundle: Path, split: str, data: str | None) -> None:
         s = np.array([p for p, _, _ in v])
         print(f"| {k} | {len(s)} | " + " | ".join(f"{np.mean(s > c):.3f}" for c in CUTS) + " |")
     worst = sorted(by_kind.get("near-miss word", []), reverse=True)[:8]
-    print("worst near-miss words: " + ", ".join(f"{n.split('__nm-')[1].rsplit('_', 1)[0]} -> {w} {p:.3f}"
-                                                 for p, n, w in worst))
+    print("worst near-miss words: " + ", ".join(f"{near_miss_word(n)} -> {w} {p:.3f}" for p, n, w in worst))
     eng = defaultdict(list)
     for p, n, _ in by_kind.get("keyword", []):
         eng[n.split("-")[0]].append(p)

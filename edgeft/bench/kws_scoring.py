@@ -160,12 +160,11 @@ def near_miss_report(names: list[str], peaks: list[tuple], labels: list[str], th
                      also: float | None = None) -> dict:
     """How many near-miss words (said alone; ``names`` their files, ``peaks`` from ``clip_peaks``) the detector
     fires on at ``threshold`` (and at ``also``, e.g. the FRR-10% threshold), with the worst ("stock -> stop 0.990")."""
-    from ..data.audio import NEAR_MISS_STEM
+    from ..data.audio import near_miss_word
 
     fired = sorted(((p, n, labels[k]) for n, (p, k) in zip(names, peaks) if p >= threshold), reverse=True)
-    word = [n.split(f"__{NEAR_MISS_STEM}", 1)[-1].rsplit("_", 1)[0] for _, n, _ in fired]
     out = {"clips": len(names), "fire_at_threshold": len(fired), "share": round(len(fired) / max(len(names), 1), 4),
-           "worst": [f"{w} -> {k} {p:.3f}" for w, (p, _, k) in zip(word, fired[:8])]}
+           "worst": [f"{near_miss_word(n)} -> {k} {p:.3f}" for p, n, k in fired[:8]]}
     if also is not None:
         out["fire_at_frr10"] = sum(1 for p, _ in peaks if p >= also)
     return out

@@ -775,9 +775,16 @@ def real_keyword_clips(keywords) -> list[tuple[str, str, Path]]:
 NEAR_MISS_STEM = "nm-"     # the built-in set's near-miss clips: _unknown_/<speaker>__nm-<word>_0.wav
 
 
+def near_miss_word(path) -> str | None:
+    """The word of a near-miss clip of the built-in set (one phoneme from a keyword: "stock", "let"; said alone),
+    None for any other clip."""
+    name = Path(path).stem
+    tag = f"__{NEAR_MISS_STEM}"
+    return name.split(tag, 1)[1].rsplit("_", 1)[0] if tag in name else None
+
+
 def is_near_miss(path) -> bool:
-    """A near-miss clip of the built-in set: a word one phoneme from a keyword ("stock", "let"), said alone."""
-    return f"__{NEAR_MISS_STEM}" in Path(path).name
+    return near_miss_word(path) is not None
 
 
 def make_stream(positives: list[tuple[np.ndarray, str]], negatives: list[np.ndarray], noise: list[np.ndarray],
