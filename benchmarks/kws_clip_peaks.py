@@ -6,7 +6,8 @@ detector (window posteriors, its smoothing), as `edgeft export`'s calibration sc
 Printed per bundle: for each kind of negative clip (real speakers, near-miss words, phrase cuts, other unknown
 words, silence), the share whose highest keyword posterior is above 0.5 / 0.7 / 0.9 / 0.95 / 0.98, the worst
 near-miss words, and for the keywords themselves (their own label's peak) the same shares and the median peak
-per voice engine (es: espeak-ng, fl: flite, fv: festival, kl: real klettres recordings). RESULTS.md §15c.
+per voice engine (es: espeak-ng, fl: flite, fv: festival, kl: real klettres recordings, hw: hedgewars actors).
+RESULTS.md §15c.
 """
 from __future__ import annotations
 

@@ -3,11 +3,12 @@
     python benchmarks/kws_real_voices.py BUNDLE [BUNDLE...]
 
 The clips: the three real human "no" recordings offline (Debian klettres-data en and en_GB, asterisk-core-sounds-en-wav
-vm-no) and the six ALSA channel-test phrases whose last word is a keyword ("Front Left", "Side Right", ...; one
-speaker, Debian alsa-utils). Each clip, with 0.5 s of silence before and after, runs through the bundle's own
+vm-no), the six ALSA channel-test phrases whose last word is a keyword ("Front Left", "Side Right", ...; one
+speaker, Debian alsa-utils) and the keyword lines ("Nooo", "Yessir", "Enemydown") of the hedgewars-data voice
+actor whom the speaker hash puts in the test split (the other actors' lines are training data since set v6). Each clip, with 0.5 s of silence before and after, runs through the bundle's own
 streaming detector (window mode, the bundle's calibrated threshold, smoothing and refractory period). Printed per
 bundle: how many clips produce a detection of their keyword, and the highest smoothed posterior of that keyword
-per clip. Nine clips from five speakers: a smoke check of real voices, not an accuracy figure.
+per clip. Twelve clips from six speakers: a smoke check of real voices, not an accuracy figure.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def main(bundles: list[str]) -> None:
     cs = clips()
     if not cs:
         sys.exit("no real keyword recordings installed (apt-get install klettres-data asterisk-core-sounds-en-wav "
-                 "alsa-utils)")
+                 "alsa-utils hedgewars-data)")
     print(f"machine: {cpu_model()}, 1 thread; {len(cs)} clips: " + ", ".join(c[0] for c in cs))
     for b in bundles:
         with runtime.load(b, threads=1) as m:

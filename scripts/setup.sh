@@ -14,7 +14,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # ---- system packages: real offline data + TTS for the keyword-spotting set + a C++ compiler for NNCF
 #      + OpenSSH (bench on a device; the tests run a real sshd on 127.0.0.1)
 APT_PKGS=(dataset-fashion-mnist espeak-ng flite festival festlex-cmu festlex-poslex festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata
-          klettres-data asterisk-core-sounds-en-wav ktuberling-data codec2-examples warzone2100-data megaglest-data g++
+          klettres-data asterisk-core-sounds-en-wav ktuberling-data hedgewars-data codec2-examples warzone2100-data megaglest-data g++
           openssh-client
           openssh-server)
 missing=()
@@ -32,6 +32,7 @@ command -v sox >/dev/null || missing+=(sox)
 # real human speech: training negatives (asterisk prompts, ktuberling words) and test-only streams (codec2, warzone)
 [[ -d /usr/share/asterisk/sounds/en_US_f_Allison ]] || missing+=(asterisk-core-sounds-en-wav)
 [[ -d /usr/share/ktuberling/sounds ]] || missing+=(ktuberling-data)
+[[ -d /usr/share/games/hedgewars/Data/Sounds/voices ]] || missing+=(hedgewars-data)   # voice actors: real keywords
 [[ -d /usr/share/codec2/wav ]] || missing+=(codec2-examples)
 [[ -f /usr/share/games/warzone2100/base.wz ]] || missing+=(warzone2100-data)
 [[ -d /usr/share/games/megaglest/tilesets ]] || missing+=(megaglest-data)   # real ambience (background noise)

@@ -384,6 +384,40 @@ def test_real_human_speech_reads_through_the_front_end():
         assert label in KEYWORDS and len(audio) > 1000
 
 
+def test_hedgewars_voice_actors_give_real_keywords_and_unknowns(tmp_path, monkeypatch):
+    """An English pack's "Nooo" becomes "no" clips (its first second); other packs and lines are only _unknown_
+    (capped per actor); a line with a keyword inside ("yes sir", "come on then") is neither."""
+    import subprocess
+
+    from edgeft.data import audio
+
+    if shutil.which("sox") is None:
+        pytest.skip("sox not installed")
+    root = tmp_path / "voices"
+    t = np.arange(16000 * 2) / 16000
+    tone = lambda f, s: (0.5 * np.sin(2 * np.pi * f * t[:int(16000 * s)])).astype(np.float32)  # noqa: E731
+    for pack in ("Pirate", "Default_pl"):
+        for stem, x in (("Nooo", np.concatenate([tone(300, 1.2), tone(900, 0.6)])), ("Yessir", tone(400, 0.6)),
+                        ("Comeonthen", tone(500, 0.7)), ("Enemydown", tone(200, 0.9)), ("Oops", tone(600, 0.4)),
+                        ("Hello", tone(700, 0.4)), ("Laugh", tone(800, 0.5))):
+            (root / pack).mkdir(parents=True, exist_ok=True)
+            write_wav(tmp_path / "x.wav", x)
+            subprocess.run(["sox", str(tmp_path / "x.wav"), str(root / pack / f"{stem}.ogg")], check=True)
+    monkeypatch.setattr(audio, "HEDGEWARS", root)
+    out = audio.import_hedgewars(tmp_path / "set" / "_real_unknown_", keyword_dst=tmp_path / "set", per_speaker=2,
+                                 renditions=3)
+    assert out == {"unknown": 4, "keywords": 3}
+    unk = sorted(p.name for p in (tmp_path / "set" / "_real_unknown_").iterdir())
+    assert {audio.speaker_of(n) for n in unk} == {"hw-pirate", "hw-default_pl"}
+    assert not any(w in n for n in unk for w in ("nooo", "yessir", "enemydown", "comeonthen"))
+    # the English pack only (the Polish pack says it in Polish); "yes sir" and "enemy down" are not trained on
+    assert sorted(p.relative_to(tmp_path / "set").as_posix() for p in (tmp_path / "set").rglob("*.wav")
+                  if p.parent.name != "_real_unknown_") == [f"no/hw-pirate__no_{r}.wav" for r in range(3)]
+    x = read_wav(tmp_path / "set" / "no" / "hw-pirate__no_0.wav")     # the first second: the 300 Hz part
+    spec = np.abs(np.fft.rfft(x))
+    assert abs(int(np.argmax(spec)) * 16000 / len(x) - 300) < 20
+
+
 def test_near_miss_words_and_phrases_from_the_lexicons():
     """Negatives one phoneme from a keyword, never a homophone or a word that begins with a keyword."""
     import numpy as np

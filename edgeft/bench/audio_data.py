@@ -54,7 +54,7 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
             real_kw.append((read_wav(f), said))
         except DataError:
             pass
-    for _name, word, path in (real_keyword_clips(labels) if real_speech else []):
+    for _name, word, path in (real_keyword_clips(labels, val_pct, test_pct) if real_speech else []):
         x = decode_with_sox(path)
         if x is not None:
             real_kw.append((x, [word]))

@@ -34,10 +34,11 @@ UNKNOWN_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", 
                  "visual"]
 UNKNOWN, SILENCE, NOISE_DIR = "_unknown_", "_silence_", "_background_noise_"
 TTS_NAME = "speech-commands-tts"
-TTS_VERSION = 5   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
+TTS_VERSION = 6   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
 #                   4: real _unknown_ capped per speaker, real "no"/"go" (klettres, not English) as keywords;
 #                   5: near-miss words and phrases of common words as _unknown_ (Festival's CMU/WSJ lexicons),
 #                      (keywords between common words: off by default, see RESULTS §15)
+#                   6: a real English keyword ("no") and lines from hedgewars-data's voice actors
 
 
 # ------------------------------------------------------------------------------------------- wav I/O
@@ -470,6 +471,9 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     for i, kind in enumerate(["white", "pink", "brown", "pink", "brown", "white"]):
         write_wav(tmp / NOISE_DIR / f"{kind}_{i}.wav", np.clip(noise_like(60 * SR, rng, kind) * 0.1, -1, 1))
     real = import_real_unknown(tmp / "_real_unknown_") if real_unknown else {}
+    hw = import_hedgewars(tmp / "_real_unknown_", keyword_dst=tmp) if real_unknown else {"unknown": 0, "keywords": 0}
+    if hw["unknown"]:
+        real["hedgewars"] = hw["unknown"]
     real_noise = import_real_noise(tmp / NOISE_DIR) if real_unknown else 0
     (tmp / "manifest.json").write_text(json.dumps({
         "name": TTS_NAME, "version": TTS_VERSION, "seed": seed, "tts_clips": n, "silence": silence,
@@ -480,6 +484,8 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
         "keyword_in_context_clips": sum(j[6].startswith("ctx-") for j in jobs),
         "lexicons": [str(lexicon.CMU), str(lexicon.WSJ)] if near else None, "real_unknown_clips": sum(real.values()) if real else 0,
         "real_unknown_sources": real, "real_noise_files": real_noise,
+        "real_keyword_clips": {"klettres (not English)": sum(1 for w in keywords for _ in (tmp / w).glob("kl-*.wav")),
+                               "hedgewars (English actors)": hw["keywords"]},
         "tools": {t: shutil.which(t) for t in ("espeak-ng", "flite", "sox")}}, indent=1))
     (tmp / "COMPLETE").write_text("ok\n")
     if out.exists():
@@ -613,6 +619,60 @@ def import_real_unknown(dst: Path) -> dict:
             if per[spk] >= REAL_PER_SPEAKER:
                 break
     return out | n
+
+
+HEDGEWARS = Path("/usr/share/games/hedgewars/Data/Sounds/voices")   # Debian hedgewars-data
+# The English voice packs (each one actor; "Robot" is a processed human voice); Default_es/_pl/_ru/_uk and
+# Russian_pl say the same lines in other languages.
+HEDGEWARS_ENGLISH = ("British", "Classic", "Default", "HillBilly", "Mobster", "Pirate", "Robot", "Russian", "Singer",
+                     "Surfer")
+# Lines that say a keyword: "Nooo" (a drawn-out "no", 1.2-3.5 s), "Yessir" ("yes sir"), "Enemydown" ("enemy down").
+HEDGEWARS_KEYWORDS = {"Nooo": "no", "Yessir": "yes", "Enemydown": "down"}
+# The ones trained on as keyword clips: the keyword said alone. Cut to 1 s, "yes sir" and "enemy down" taught "speech
+# with an s after a vowel" = yes and "speech ending in 'down'" = down: 24 of 29 false accepts on real speech at
+# 0.5 (RESULTS §15d); they stay out of training (and of _unknown_), and are test clips for the held-out actor.
+HEDGEWARS_TRAIN_KEYWORDS = ("Nooo",)
+# Never _unknown_: the keyword lines, "come on then" (a keyword inside) and "gonna get you" (begins like "go").
+_HEDGEWARS_NOT_UNKNOWN = set(HEDGEWARS_KEYWORDS) | {"Comeonthen", "Gonnagetyou"}
+
+
+def import_hedgewars(dst: Path, keyword_dst: Path | None = None, per_speaker: int = REAL_PER_SPEAKER,
+                     renditions: int = 8) -> dict:
+    """Real human voices from Debian hedgewars-data's voice packs (15 packs, one actor each, acted game lines;
+    GPL): up to ``per_speaker`` lines per pack as ``_unknown_`` (seeded choice; grunts and laughs included, as a
+    room's microphone hears them), named ``hw-<pack>__<line>.wav`` so the speaker hash keeps each actor in one
+    split. ``keyword_dst``: the English packs' keyword said alone (``HEDGEWARS_TRAIN_KEYWORDS``: "Nooo", its first
+    second) goes to ``keyword_dst/<word>/`` as ``renditions`` placements -- a real English keyword from ten actors,
+    the only one offline besides the held-out checks (``real_keyword_clips``)."""
+    out = {"unknown": 0, "keywords": 0}
+    if shutil.which("sox") is None or not HEDGEWARS.is_dir():
+        return out
+    rng = np.random.default_rng(17)
+    for d in sorted(p for p in HEDGEWARS.iterdir() if p.is_dir()):
+        spk = f"hw-{d.name.lower()}"
+        files = sorted(d.glob("*.ogg"))
+        lines = [f for f in files if f.stem not in _HEDGEWARS_NOT_UNKNOWN]
+        if len(lines) > per_speaker:
+            keep = set(np.random.default_rng([17, len(d.name)]).choice(len(lines), per_speaker, replace=False).tolist())
+            lines = [f for i, f in enumerate(lines) if i in keep]
+        for f in lines:
+            x = decode_with_sox(f)
+            if x is None or len(x) < SR // 10:
+                continue
+            write_wav(dst / f"{spk}__{f.stem.lower()}.wav", place_in_clip(x, rng, 40.0))
+            out["unknown"] += 1
+        if keyword_dst is None or d.name not in HEDGEWARS_ENGLISH:
+            continue
+        for f in files:
+            word = HEDGEWARS_KEYWORDS[f.stem] if f.stem in HEDGEWARS_TRAIN_KEYWORDS else None
+            x = decode_with_sox(f) if word else None
+            if x is None:
+                continue
+            x = trim(x)[:SR]
+            for r in range(renditions):
+                write_wav(keyword_dst / word / f"{spk}__{word}_{r}.wav", place_in_clip(x, rng, float(rng.uniform(5, 40))))
+                out["keywords"] += 1
+    return out
 
 
 MEGAGLEST = Path("/usr/share/games/megaglest/tilesets")             # Debian megaglest-data
@@ -759,15 +819,21 @@ def split_real_speech(keywords) -> dict:
     return {"negative": neg, "keyword": kw, "unverified": unv}
 
 
-def real_keyword_clips(keywords) -> list[tuple[str, str, Path]]:
+def real_keyword_clips(keywords, val_pct: float = 10.0, test_pct: float = 10.0) -> list[tuple[str, str, Path]]:
     """Real human keywords said alone, offline (never trained on): the klettres-data en/en_GB "no", asterisk's
-    vm-no, and the ALSA channel-test phrases ending in a keyword ("Front Left"; Debian alsa-utils)."""
+    vm-no, the ALSA channel-test phrases ending in a keyword ("Front Left"; Debian alsa-utils) and the keyword
+    lines of the hedgewars voice actors that the speaker hash puts in the test split (``val_pct``/``test_pct``:
+    the training run's)."""
     out = [(f"klettres-{lang}-no", "no", KLETTRES / lang / "syllab" / "no.ogg") for lang in ("en", "en_GB")]
     out.append(("asterisk-vm-no", "no", ASTERISK_EN / "vm-no.wav"))
     for f in sorted(Path("/usr/share/sounds/alsa").glob("*.wav")):
         w = f.stem.split("_")[-1].lower()
         if w in ("left", "right"):
             out.append((f"alsa-{f.stem}", w, f))
+    for pack in HEDGEWARS_ENGLISH:
+        if which_split(f"hw-{pack.lower()}", val_pct, test_pct) == "test":
+            out += [(f"hedgewars-{pack}-{stem}", w, HEDGEWARS / pack / f"{stem}.ogg")
+                    for stem, w in HEDGEWARS_KEYWORDS.items()]
     return [c for c in out if c[2].is_file() and c[1] in {k.lower() for k in keywords}]
 
 
