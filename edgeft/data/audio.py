@@ -34,11 +34,12 @@ UNKNOWN_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", 
                  "visual"]
 UNKNOWN, SILENCE, NOISE_DIR = "_unknown_", "_silence_", "_background_noise_"
 TTS_NAME = "speech-commands-tts"
-TTS_VERSION = 6   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
+TTS_VERSION = 7   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
 #                   4: real _unknown_ capped per speaker, real "no"/"go" (klettres, not English) as keywords;
 #                   5: near-miss words and phrases of common words as _unknown_ (Festival's CMU/WSJ lexicons),
 #                      (keywords between common words: off by default, see RESULTS §15)
 #                   6: a real English keyword ("no") and lines from hedgewars-data's voice actors
+#                   7: up to 50 real _unknown_ clips per real speaker (25 before)
 
 
 # ------------------------------------------------------------------------------------------- wav I/O
@@ -569,8 +570,9 @@ def klettres_keywords(langs=("en", "en_GB")) -> list[tuple[np.ndarray, str, str]
 
 ASTERISK_EN = Path("/usr/share/asterisk/sounds/en_US_f_Allison")   # Debian asterisk-core-sounds-en-wav
 KTUBERLING = Path("/usr/share/ktuberling/sounds")                   # Debian ktuberling-data
-REAL_PER_SPEAKER = 25   # real _unknown_ clips per real speaker: with thousands, "a real voice" itself became the
-#                         cue for _unknown_ (real keywords scored <= 0.35; version 3), a shortcut, not a skill
+REAL_PER_SPEAKER = 50   # real _unknown_ clips per real speaker: with thousands and no real keyword, "a real voice"
+#                         itself became the cue for _unknown_ (real keywords scored <= 0.35; version 3), a shortcut;
+#                         25 from version 4, 50 from version 7, once real English "no" clips exist (RESULTS §15d)
 _NOT_SPEECH = {"beep", "beeperr", "tone", "2tone", "ascending", "descending", "silence", "music", "dtmf"}
 
 
