@@ -402,8 +402,10 @@ def test_hedgewars_voice_actors_give_real_keywords_and_unknowns(tmp_path, monkey
                         ("Hello", tone(700, 0.4)), ("Laugh", tone(800, 0.5))):
             (root / pack).mkdir(parents=True, exist_ok=True)
             write_wav(tmp_path / "x.wav", x)
-            subprocess.run(["sox", str(tmp_path / "x.wav"), str(root / pack / f"{stem}.ogg")], check=True)
+            subprocess.run(["sox", str(tmp_path / "x.wav"), "-r", "44100", str(root / pack / f"{stem}.ogg")], check=True)
     monkeypatch.setattr(audio, "HEDGEWARS", root)
+    once = audio.decode_with_sox(root / "Pirate" / "Oops.ogg")       # repeatable: sox's dither is off
+    assert np.array_equal(once, audio.decode_with_sox(root / "Pirate" / "Oops.ogg"))
     out = audio.import_hedgewars(tmp_path / "set" / "_real_unknown_", keyword_dst=tmp_path / "set", per_speaker=2,
                                  renditions=3)
     assert out == {"unknown": 4, "keywords": 3}

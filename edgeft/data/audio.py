@@ -506,6 +506,14 @@ def _is_tts_set(d: Path) -> bool:
 KLETTRES = Path("/usr/share/klettres")
 
 
+def _seeded_subset(items: list, n: int | None, seed) -> list:
+    """At most ``n`` of ``items`` (all when ``n`` is None), a seeded choice that keeps their order."""
+    if n is None or len(items) <= n:
+        return items
+    keep = set(np.random.default_rng(seed).choice(len(items), n, replace=False).tolist())
+    return [x for i, x in enumerate(items) if i in keep]
+
+
 def klettres_locales() -> list[str]:
     return sorted(d.name for d in KLETTRES.iterdir() if d.is_dir() and any(d.rglob("*.ogg"))) \
         if KLETTRES.is_dir() else []
@@ -524,10 +532,7 @@ def import_klettres(dst: Path, langs=None, per_speaker: int | None = None, keywo
     rng = np.random.default_rng(7)
     for lang in (langs or klettres_locales()):
         files = sorted((KLETTRES / lang).rglob("*.ogg"))
-        words = [f for f in files if f.stem.lower() not in KEYWORDS]
-        if per_speaker is not None and len(words) > per_speaker:
-            keep = set(np.random.default_rng([7, len(lang)]).choice(len(words), per_speaker, replace=False).tolist())
-            words = [f for i, f in enumerate(words) if i in keep]
+        words = _seeded_subset([f for f in files if f.stem.lower() not in KEYWORDS], per_speaker, [7, len(lang)])
         for f in words:
             x = decode_with_sox(f)
             if x is None:
@@ -544,10 +549,11 @@ def import_klettres(dst: Path, langs=None, per_speaker: int | None = None, keywo
 
 
 def decode_with_sox(path: Path) -> np.ndarray | None:
-    """Any format sox reads (ogg, flac, ...) -> 16 kHz mono float32, or None."""
+    """Any format sox reads (ogg, flac, ...) -> 16 kHz mono float32, or None. Without dither (``-D``): sox dithers
+    by default when it cuts to 16 bits, with a new random sequence each run, so the built-in set was not repeatable."""
     if shutil.which("sox") is None:
         return None
-    r = subprocess.run(["sox", str(path), "-t", "raw", "-r", str(SR), "-c", "1", "-b", "16", "-e", "signed-integer",
+    r = subprocess.run(["sox", "-D", str(path), "-t", "raw", "-r", str(SR), "-c", "1", "-b", "16", "-e", "signed-integer",
                         "-"], capture_output=True)
     if r.returncode != 0 or not r.stdout:
         return None
@@ -653,10 +659,7 @@ def import_hedgewars(dst: Path, keyword_dst: Path | None = None, per_speaker: in
     for d in sorted(p for p in HEDGEWARS.iterdir() if p.is_dir()):
         spk = f"hw-{d.name.lower()}"
         files = sorted(d.glob("*.ogg"))
-        lines = [f for f in files if f.stem not in _HEDGEWARS_NOT_UNKNOWN]
-        if len(lines) > per_speaker:
-            keep = set(np.random.default_rng([17, len(d.name)]).choice(len(lines), per_speaker, replace=False).tolist())
-            lines = [f for i, f in enumerate(lines) if i in keep]
+        lines = _seeded_subset([f for f in files if f.stem not in _HEDGEWARS_NOT_UNKNOWN], per_speaker, [17, len(d.name)])
         for f in lines:
             x = decode_with_sox(f)
             if x is None or len(x) < SR // 10:
