@@ -543,9 +543,17 @@ def import_klettres(dst: Path, langs=None, per_speaker: int | None = None, keywo
             for f in files:
                 w = f.stem.lower()
                 x = decode_with_sox(f) if w in KEYWORDS else None
-                for r in range(renditions if x is not None else 0):
-                    write_wav(keyword_dst / w / f"kl-{lang}__{w}_{r}.wav", place_in_clip(x, rng, float(rng.uniform(5, 40))))
+                if x is not None:
+                    _write_keyword_placements(keyword_dst / w / f"kl-{lang}__{w}", x, rng, renditions)
     return n
+
+
+def _write_keyword_placements(stem: Path, x: np.ndarray, rng: np.random.Generator, renditions: int) -> int:
+    """A real keyword recording as ``renditions`` clips ``<stem>_<r>.wav``, each placed at a random offset with
+    noise at 5-40 dB SNR (real keywords are rare offline)."""
+    for r in range(renditions):
+        write_wav(stem.with_name(f"{stem.name}_{r}.wav"), place_in_clip(x, rng, float(rng.uniform(5, 40))))
+    return renditions
 
 
 def decode_with_sox(path: Path) -> np.ndarray | None:
@@ -668,15 +676,11 @@ def import_hedgewars(dst: Path, keyword_dst: Path | None = None, per_speaker: in
             out["unknown"] += 1
         if keyword_dst is None or d.name not in HEDGEWARS_ENGLISH:
             continue
-        for f in files:
-            word = HEDGEWARS_KEYWORDS[f.stem] if f.stem in HEDGEWARS_TRAIN_KEYWORDS else None
-            x = decode_with_sox(f) if word else None
-            if x is None:
-                continue
-            x = trim(x)[:SR]
-            for r in range(renditions):
-                write_wav(keyword_dst / word / f"{spk}__{word}_{r}.wav", place_in_clip(x, rng, float(rng.uniform(5, 40))))
-                out["keywords"] += 1
+        for stem in HEDGEWARS_TRAIN_KEYWORDS:
+            word, x = HEDGEWARS_KEYWORDS[stem], decode_with_sox(d / f"{stem}.ogg")
+            if x is not None:
+                out["keywords"] += _write_keyword_placements(keyword_dst / word / f"{spk}__{word}", trim(x)[:SR], rng,
+                                                             renditions)
     return out
 
 
