@@ -420,6 +420,47 @@ def test_hedgewars_voice_actors_give_real_keywords_and_unknowns(tmp_path, monkey
     assert abs(int(np.argmax(spec)) * 16000 / len(x) - 300) < 20
 
 
+def test_other_language_speech_is_a_long_negative_stream_traced_by_recording(tiny_kws_data, tmp_path, monkeypatch):
+    """Asterisk prompts of the held-out voices decoded 8 -> 16 kHz once (cached); silence/ and the Spanish Allison
+    (the English Allison is in training) left out; the stream holds every recording once, with no event, and its
+    segments say which recording is where."""
+    import subprocess
+
+    from edgeft.bench.audio_data import other_language_stream
+    from edgeft.data import audio
+
+    if shutil.which("sox") is None:
+        pytest.skip("sox not installed")
+    monkeypatch.setenv("EDGEFT_CACHE", str(tmp_path / "cache"))
+    t = np.arange(16000) / 16000   # 1 s, written at 16 kHz, stored as the packages do: 8 kHz
+    for rel, f in (("fr_CA_f_June/vm-intro.wav", 300), ("fr_CA_f_June/digits/1.wav", 500),
+                   ("fr_CA_f_June/silence/1.wav", 0), ("ru_RU_f_IvrvoiceRU/vm-goodbye.wav", 700),
+                   ("es_MX_f_Allison/vm-intro.wav", 900)):
+        (tmp_path / "ast" / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_wav(tmp_path / "x.wav", (0.4 * np.sin(2 * np.pi * f * t)).astype(np.float32))
+        subprocess.run(["sox", str(tmp_path / "x.wav"), "-r", "8000", str(tmp_path / "ast" / rel)], check=True)
+    files = audio.other_language_speech_files(tmp_path / "ast")
+    assert [f.name for f in files] == ["asterisk-fr_CA_f_June-digits-1.wav", "asterisk-fr_CA_f_June-vm-intro.wav",
+                                       "asterisk-ru_RU_f_IvrvoiceRU-vm-goodbye.wav"]
+    x = read_wav(files[0])
+    assert abs(len(x) - 16000) < 50 and abs(int(np.argmax(np.abs(np.fft.rfft(x)))) - 500) < 5   # 16 kHz, 500 Hz
+    assert audio.other_language_speech_files(tmp_path / "ast") == files       # cached: built once
+    assert audio.other_language_speech_files(tmp_path / "none") == []
+    labels = KEYWORDS + ["_unknown_", "_silence_"]
+    st = other_language_stream(str(tiny_kws_data), labels, tmp_path / "st", seed=3, val_pct=25, test_pct=25,
+                               files=files)
+    truth = json.loads((tmp_path / "st" / "stream_negative_other_languages.json").read_text())
+    assert truth["events"] == [] and sorted(s["file"] for s in truth["segments"]) == [f.name for f in files]
+    segs = sorted(truth["segments"], key=lambda s: s["start_s"])
+    assert all(a["end_s"] < b["start_s"] for a, b in zip(segs, segs[1:]))
+    assert truth["length_sec"] == pytest.approx(len(st["audio"]) / 16000, abs=1e-3)
+    assert truth["length_sec"] > segs[-1]["end_s"]
+    a = st["audio"]
+    loud = lambda s: float(np.sqrt(np.mean(a[int(s["start_s"] * 16000):int(s["end_s"] * 16000)] ** 2)))  # noqa: E731
+    gap = a[int(segs[0]["end_s"] * 16000) + 800:int(segs[1]["start_s"] * 16000) - 800]
+    assert min(loud(s) for s in segs) > 1.5 * float(np.sqrt(np.mean(gap ** 2)))   # speech where the segments say (10 dB SNR)
+
+
 def test_near_miss_words_and_phrases_from_the_lexicons():
     """Negatives one phoneme from a keyword, never a homophone or a word that begins with a keyword."""
     import numpy as np

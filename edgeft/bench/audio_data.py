@@ -92,6 +92,38 @@ def build_streams(spec: str, labels: list[str], profile: str, out_dir: Path, see
     return res
 
 
+def other_language_stream(spec: str, labels: list[str], out_dir: Path, seed: int = 0, *, val_pct: float = 10.0,
+                          test_pct: float = 10.0, files: list[Path] | None = None) -> dict | None:
+    """A long negative stream of real speech in other languages (``other_language_speech_files``): every
+    recording once, in a seeded order, 0.3-2 s apart, over ``spec``'s background noise at 10 dB SNR, as
+    ``build_streams`` makes its streams. No events; ``segments`` in the truth JSON say which recording is where,
+    so a false accept can be traced to what was said. None when no such recording is installed."""
+    from ..data.audio import other_language_speech_files
+
+    files = other_language_speech_files() if files is None else files
+    if not files:
+        return None
+    kw_files, _split = kws_files(spec, labels, val_pct, test_pct)
+    noise = [read_wav(p) for p in kw_files.noise]
+    order = np.random.default_rng(seed + 4).permutation(len(files))
+    items = [(read_wav(files[i]), files[i].name) for i in order]
+    total = sum(len(x) for x, _ in items) / SR + 2.0 * len(items) + 10
+    audio, ev = make_stream(items, [], noise, total, seed=seed + 4, snr_db=10.0, gap_s=(0.3, 2.0), once=True)
+    audio = audio[:int((ev[-1]["end_s"] + 2.0) * SR)] if ev else audio
+    voices = sorted({n.split("-")[1] for _, n in items})
+    truth = {"wav_file": "stream_negative_other_languages.wav", "sample_rate": SR,
+             "length_sec": round(len(audio) / SR, 3), "events": [],
+             "segments": [{"file": e["label"], "start_s": e["start_s"], "end_s": e["end_s"]} for e in ev],
+             "source": f"{len(ev)} recordings of {len(files)}, seed {seed}, background noise at 10 dB SNR below the "
+                       f"speech", "negative_speech": f"real speech in other languages, untranscribed "
+                       f"(Asterisk prompts: {', '.join(voices)}); a keyword-like word in them counts as a false accept"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wav = out_dir / truth["wav_file"]
+    write_wav(wav, audio)
+    (out_dir / "stream_negative_other_languages.json").write_text(json.dumps(truth, indent=1))
+    return {"audio": audio, "truth": truth, "path": str(wav)}
+
+
 def data_fingerprint(spec: str) -> str:
     """What identifies the audio behind ``spec`` for stream caches: the built-in set's versioned folder, or a
     folder's and its word folders' modification times (adding or removing a wav changes them)."""

@@ -737,32 +737,78 @@ def _decoded_test_speech() -> list[Path]:
 
     from ..utils.io import cache_dir
 
-    d = cache_dir(f"real-speech-test-v{REAL_TEST_VERSION}")
+    def build(tmp: Path) -> str:
+        if CODEC2.is_dir():   # f2400/m2400 and all.wav repeat forig/morig and the rest
+            for f in sorted(CODEC2.glob("*.wav")):
+                x = decode_with_sox(f) if f.stem not in ("all", "f2400", "m2400") else None
+                if x is not None and len(x) > SR // 4:
+                    write_wav(tmp / f"codec2-{f.stem}.wav", x)
+        with (zipfile.ZipFile(WARZONE) if WARZONE.is_file() else contextlib.nullcontext()) as z, \
+                tempfile.TemporaryDirectory() as td:
+            for name in sorted(z.namelist()) if z is not None else []:
+                if not name.endswith(".ogg") or not name.startswith(("audio/tutorial/", "audio/memressp/",
+                                                                     "sequenceaudio/")):
+                    continue
+                src = Path(td) / "x.ogg"
+                src.write_bytes(z.read(name))
+                x = decode_with_sox(src)
+                if x is not None and len(x) > SR // 4:
+                    write_wav(tmp / ("warzone-" + name.replace("/", "-")[:-4] + ".wav"), x)
+        return "ok"
+
+    return _cached_wavs(cache_dir(f"real-speech-test-v{REAL_TEST_VERSION}"), build)
+
+
+def _cached_wavs(d: Path, build) -> list[Path]:
+    """The wavs of cache folder ``d``, built once: ``build(tmp)`` writes them into a sibling folder, which takes
+    ``d``'s place whole when it is done (an interrupted build leaves no half folder behind)."""
     if (d / "COMPLETE").is_file():
         return sorted(d.glob("*.wav"))
     tmp = d.with_name(d.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if CODEC2.is_dir():   # f2400/m2400 and all.wav repeat forig/morig and the rest
-        for f in sorted(CODEC2.glob("*.wav")):
-            x = decode_with_sox(f) if f.stem not in ("all", "f2400", "m2400") else None
-            if x is not None and len(x) > SR // 4:
-                write_wav(tmp / f"codec2-{f.stem}.wav", x)
-    with (zipfile.ZipFile(WARZONE) if WARZONE.is_file() else contextlib.nullcontext()) as z, \
-            tempfile.TemporaryDirectory() as td:
-        for name in sorted(z.namelist()) if z is not None else []:
-            if not name.endswith(".ogg") or not name.startswith(("audio/tutorial/", "audio/memressp/",
-                                                                 "sequenceaudio/")):
-                continue
-            src = Path(td) / "x.ogg"
-            src.write_bytes(z.read(name))
-            x = decode_with_sox(src)
-            if x is not None and len(x) > SR // 4:
-                write_wav(tmp / ("warzone-" + name.replace("/", "-")[:-4] + ".wav"), x)
-    (tmp / "COMPLETE").write_text("ok\n")
+    (tmp / "COMPLETE").write_text(f"{build(tmp)}\n")
     shutil.rmtree(d, ignore_errors=True)
     os.replace(tmp, d)
     return sorted(d.glob("*.wav"))
+
+
+ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
+# Debian asterisk-core-sounds-{fr,it,ru}-wav and asterisk-prompt-it-menardi-wav: one professional voice each, in a
+# language the built-in set never has. es_MX_f_Allison (asterisk-core-sounds-es-wav) is left out on purpose: its
+# speaker is the English Allison, whose prompts are real _unknown_ clips of the built-in set.
+OTHER_LANGUAGE_VOICES = ("fr_CA_f_June", "it_IT_m_Carlo", "it_IT_f_Menardi", "ru_RU_f_IvrvoiceRU")
+OTHER_LANGUAGE_VERSION = 1
+
+
+def other_language_speech_files(root: Path | None = None) -> list[Path]:
+    """Real human speech in other languages, for a long negative test stream only (never trained or calibrated
+    on): the Asterisk voice prompts of ``OTHER_LANGUAGE_VOICES`` that are installed (about 25 min of speech each,
+    telephone band), decoded once from 8 kHz to 16 kHz wavs in edgeft's cache; their ``silence/`` files are left
+    out. Nothing transcribes them, so words that sound like a keyword (Italian "no", Russian "он") can be in them:
+    a detection there counts as a false accept, an upper bound."""
+    from ..utils.io import cache_dir
+
+    root = ASTERISK_SOUNDS if root is None else root
+    src = [(v, f) for v in OTHER_LANGUAGE_VOICES if (root / v).is_dir()
+           for f in sorted((root / v).rglob("*.wav")) if "silence" not in f.relative_to(root / v).parts]
+    if not src or shutil.which("sox") is None:
+        return []
+    key = hashlib.sha1("|".join(f"{f}:{f.stat().st_size}" for _, f in src).encode()).hexdigest()[:10]
+
+    def build(tmp: Path) -> str:
+        def one(item):
+            voice, f = item
+            x = decode_with_sox(f)
+            if x is not None and len(x) > SR // 4:
+                name = "-".join(f.relative_to(root / voice).with_suffix("").parts)
+                write_wav(tmp / f"asterisk-{voice}-{name}.wav", x)
+
+        with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as ex:
+            list(ex.map(one, src))
+        return f"{len(src)} prompts from {', '.join(sorted({v for v, _ in src}))}"
+
+    return _cached_wavs(cache_dir(f"real-speech-other-languages-v{OTHER_LANGUAGE_VERSION}-{key}"), build)
 
 
 def real_speech_transcripts(files: list[Path] | None = None) -> dict[str, str | None]:
