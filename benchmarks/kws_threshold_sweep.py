@@ -38,22 +38,24 @@ OTHER = "negative_other_languages"
 
 
 def streams(data: str, labels: list[str], seed: int, other_languages: bool) -> dict:
+    files = other_language_speech_files() if other_languages else []
+    if other_languages and not files:       # before minutes of stream building
+        print("error: --other-languages: none of the Asterisk voice prompts " + ", ".join(OTHER_LANGUAGE_VOICES) +
+              " is installed (or sox is missing); install them: apt-get install asterisk-core-sounds-fr-wav "
+              "asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav sox",
+              file=sys.stderr)
+        sys.exit(2)
     key = hashlib.sha1(f"sweep|{data}|{data_fingerprint(data)}|{labels}|dev|{seed}".encode()).hexdigest()[:12]
     d = cache_dir("streams", key)
     if not (d / "stream_negative_real.json").is_file():
         build_streams(data, labels, "dev", d, seed=seed)
     out = {k: load_stream(str(d / f"stream_{k}.wav")) for k in ("positive", "negative_real")}
     if other_languages:
-        files = other_language_speech_files()
-        if not files:
-            sys.exit("--other-languages: no Asterisk voice prompts of " + ", ".join(OTHER_LANGUAGE_VOICES) +
-                     " are installed; install them: apt-get install asterisk-core-sounds-fr-wav "
-                     "asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav")
         key = hashlib.sha1(f"other|{data}|{data_fingerprint(data)}|{labels}|{seed}|{files[0].parent}|{len(files)}"
                            .encode()).hexdigest()[:12]
         d = cache_dir("streams", key)
         if not (d / f"stream_{OTHER}.json").is_file():
-            other_language_stream(data, labels, d, seed=seed)
+            other_language_stream(data, labels, d, seed=seed, files=files)
         out[OTHER] = load_stream(str(d / f"stream_{OTHER}.wav"))
     return out
 
