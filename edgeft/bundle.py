@@ -24,7 +24,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Optional, Union
 
@@ -373,6 +376,25 @@ def is_bundle(d: Path) -> bool:
 
 # ------------------------------------------------------------------------------------------- writer
 _TMP_TAG = ".edgeft-tmp-"
+# Set by the console entry point (never by in-process use, where a Ctrl-C must not end the caller's interpreter):
+# while a bundle is being built, Ctrl-C removes the unfinished bundle and ends the process at once (exit 130).
+# KeyboardInterrupt is not safe there: raised inside a Python callback that a native library (pybind11: NNCF,
+# OpenVINO) called, it cannot unwind through C++ and the process aborts (exit -6, a temporary folder left behind).
+HARD_INTERRUPT = False
+INTERRUPTED_MSG = "interrupted: nothing half-written was kept (finished outputs are untouched)\n"
+
+
+def _hard_interrupt_handler(writer: "BundleWriter"):
+    def handler(signum, frame):   # noqa: ARG001 - signal handler signature
+        shutil.rmtree(writer.tmp, ignore_errors=True)
+        writer.lock.release()
+        try:
+            sys.stderr.write(INTERRUPTED_MSG)
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not keep the process alive
+            pass
+        os._exit(130)
+    return handler
 
 
 class BundleWriter:
@@ -408,6 +430,15 @@ class BundleWriter:
         except BaseException:
             self.lock.release()
             raise
+        self._prev_sigint = None
+        if HARD_INTERRUPT and threading.current_thread() is threading.main_thread():
+            self._prev_sigint = signal.signal(signal.SIGINT, _hard_interrupt_handler(self))
+
+    def _restore_sigint(self) -> None:
+        """From here on, Ctrl-C is a KeyboardInterrupt again (commit's own rollback handles it)."""
+        if self._prev_sigint is not None:
+            signal.signal(signal.SIGINT, self._prev_sigint)
+            self._prev_sigint = None
 
     def _clean_stale(self) -> None:
         """Under the lock, every temporary folder of this ``out`` belongs to a writer that died; a previous bundle
@@ -420,6 +451,7 @@ class BundleWriter:
             shutil.rmtree(p, ignore_errors=True)
 
     def commit(self, manifest: dict, sign_key=None) -> dict:
+        self._restore_sigint()
         try:
             m = write_manifest(self.tmp, manifest, sign_key=sign_key)
             old = None
@@ -443,6 +475,7 @@ class BundleWriter:
             self.lock.release()
 
     def abort(self) -> None:
+        self._restore_sigint()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.lock.release()
 

@@ -1071,7 +1071,7 @@ def devices_check(device: str = typer.Argument(..., help="a device name or ssh:/
 
 
 # ------------------------------------------------------------------------------------------- main
-INTERRUPTED = "interrupted: nothing half-written was kept (finished outputs are untouched)\n"
+from .bundle import INTERRUPTED_MSG as INTERRUPTED   # noqa: E402 - one wording for both interrupt paths
 
 
 def _exit_interrupted(msg: str = INTERRUPTED, hard: bool = True) -> None:
@@ -1108,6 +1108,10 @@ def main(argv: list[str] | None = None) -> None:
 
     tune_malloc()
     _unblock_sigint()
+    if argv is None:    # the console: Ctrl-C during a bundle build ends the process cleanly (bundle.HARD_INTERRUPT)
+        from . import bundle
+
+        bundle.HARD_INTERRUPT = True
     try:
         rc = app(args=argv, prog_name="edgeft", standalone_mode=False)
         if rc == 130:   # typer turns Ctrl-C into a return code of 130 before our handlers could see it

@@ -538,3 +538,34 @@ def test_ctrl_c_works_when_the_parent_blocked_sigint(tiny_run, tmp_path):
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130 and not out.exists(), (p.returncode, err)
+
+
+def test_ctrl_c_while_a_bundle_is_built_ends_the_process_cleanly(tmp_path):
+    """From the console, Ctrl-C during a bundle build removes the unfinished bundle and its lock and exits 130 at
+    once, wherever it lands (a KeyboardInterrupt raised in a callback from native code aborted the process: exit
+    -6, its temporary folder left); after commit, Ctrl-C is a KeyboardInterrupt again."""
+    code = f"""
+import os, signal, sys, time
+from pathlib import Path
+import edgeft.bundle as b
+b.HARD_INTERRUPT = True
+w = b.BundleWriter(Path({str(tmp_path / 'b')!r}))
+(w.tmp / "weights.bin").write_bytes(b"x" * 1000)
+if sys.argv[1] == "commit":
+    w.commit({{"schema_version": 1}})
+    try:
+        os.kill(os.getpid(), signal.SIGINT); time.sleep(5)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt after commit"); sys.exit(0)
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(5)
+print("not interrupted")
+"""
+    r = subprocess.run([sys.executable, "-c", code, "build"], capture_output=True, text=True, cwd=ROOT,
+                       preexec_fn=_default_sigint, timeout=60)
+    assert r.returncode == 130 and r.stderr.startswith("interrupted: nothing half-written was kept"), r
+    assert list(tmp_path.iterdir()) == []          # no bundle, no temporary folder, no lock file
+    r = subprocess.run([sys.executable, "-c", code, "commit"], capture_output=True, text=True, cwd=ROOT,
+                       preexec_fn=_default_sigint, timeout=60)
+    assert r.returncode == 0 and "KeyboardInterrupt after commit" in r.stdout, r
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
