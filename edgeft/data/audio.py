@@ -582,7 +582,8 @@ def klettres_keywords(langs=("en", "en_GB")) -> list[tuple[np.ndarray, str, str]
     return out
 
 
-ASTERISK_EN = Path("/usr/share/asterisk/sounds/en_US_f_Allison")   # Debian asterisk-core-sounds-en-wav
+ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
+ASTERISK_EN = ASTERISK_SOUNDS / "en_US_f_Allison"   # Debian asterisk-core-sounds-en-wav
 KTUBERLING = Path("/usr/share/ktuberling/sounds")                   # Debian ktuberling-data
 REAL_PER_SPEAKER = 50   # real _unknown_ clips per real speaker: with thousands and no real keyword, "a real voice"
 #                         itself became the cue for _unknown_ (real keywords scored <= 0.35; version 3), a shortcut;
@@ -773,7 +774,6 @@ def _cached_wavs(d: Path, build) -> list[Path]:
     return sorted(d.glob("*.wav"))
 
 
-ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
 # Debian asterisk-core-sounds-{fr,it,ru}-wav and asterisk-prompt-it-menardi-wav: one professional voice each, in a
 # language the built-in set never has. es_MX_f_Allison (asterisk-core-sounds-es-wav) is left out on purpose: its
 # speaker is the English Allison, whose prompts are real _unknown_ clips of the built-in set.
