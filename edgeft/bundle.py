@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 from pathlib import Path, PurePosixPath
@@ -34,7 +33,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import BundleError
-from .utils.io import atomic_write_json, default_mode, sha256_file
+from .utils.io import atomic_write_json, default_mode, exit_now, sha256_file
 
 SCHEMA_VERSION = "1.1"          # 1.1: integrity digest (and optional signature) required
 MANIFEST = "manifest.json"
@@ -388,12 +387,7 @@ def _hard_interrupt_handler(writer: "BundleWriter"):
     def handler(signum, frame):   # noqa: ARG001 - signal handler signature
         shutil.rmtree(writer.tmp, ignore_errors=True)
         writer.lock.release()
-        try:
-            sys.stderr.write(INTERRUPTED_MSG)
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001 - a closed pipe must not keep the process alive
-            pass
-        os._exit(130)
+        exit_now(INTERRUPTED_MSG, 130)
     return handler
 
 

@@ -1079,15 +1079,12 @@ def _exit_interrupted(msg: str = INTERRUPTED, hard: bool = True) -> None:
     native library that printed the KeyboardInterrupt on its way (CPython then re-kills itself with SIGINT at
     shutdown: exit -2, seen once with OpenVINO) must not change the exit code, so the process ends here (``hard``:
     the console entry point; ``main(argv)`` called in-process raises SystemExit(130) instead)."""
-    sys.stderr.write(msg)
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:  # noqa: BLE001 - a closed pipe must not turn Ctrl-C into a traceback
-            pass
+    from .utils.io import exit_now, say_flushed
+
     if not hard:
+        say_flushed(msg)
         sys.exit(130)
-    os._exit(130)
+    exit_now(msg, 130)
 
 
 def _unblock_sigint() -> None:

@@ -7,6 +7,7 @@ import hashlib
 import shutil
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -185,3 +186,20 @@ def disk_error(e: BaseException, where: str | os.PathLike | None = None):
     hint = "free some space, or pass --out on another disk" if full else "pass --out to a folder you can write"
     return DiskError(f"cannot {'write' if full or code == errno.EROFS else 'access'} {target!r}: {_DISK[code]}{free}",
                      hint=hint)
+
+
+def say_flushed(msg: str) -> None:
+    """Write ``msg`` to stderr and flush both streams (a closed pipe is ignored): the last words before an exit."""
+    sys.stderr.write(msg)
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not turn an exit into a traceback
+            pass
+
+
+def exit_now(msg: str, code: int) -> None:
+    """``say_flushed(msg)``, then end the process at once (no unwinding: nothing a native library is in the middle
+    of can turn this into an abort or change the exit code)."""
+    say_flushed(msg)
+    os._exit(code)
