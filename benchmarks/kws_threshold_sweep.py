@@ -76,7 +76,7 @@ def traced(dets: list[dict], segments: list[dict], top: int = 10) -> list[str]:
 
 def main(bundles: list[str], data: str, seed: int, other_languages: bool) -> None:
     print(f"machine: {cpu_model()}; streams: {data}, profile dev, seed {seed}")
-    s = None
+    s, rows = None, []
     for b in bundles:
         with runtime.load(b, threads=1) as m:
             s = s or streams(data, m.labels, seed, other_languages)
@@ -126,6 +126,16 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool) -> Non
                 print(f"    {line}")
         print(f"- both real-speech streams: {n_all} in {h_all:.2f} h = {n_all / h_all:.2f}/h "
               f"(95% upper bound {poisson_upper(n_all) / h_all:.2f}/h)")
+        rows.append(f"| {b} | {th} ({frr(th):.3f}) | " + " | ".join(str(len(fas(k, th))) for k in negs)
+                    + f" | {n_all / h_all:.1f} [{poisson_upper(n_all) / h_all:.1f}] | "
+                    + " / ".join(str(len(fas(OTHER, t))) for t in (0.5, 0.7, 0.85)) + " | "
+                    + " / ".join(f"{frr(t):.3f}" for t in (0.5, 0.7)) + " |")
+    if len(rows) > 1:    # one line per bundle, for comparing seeds or variants side by side
+        print("\n| bundle | threshold for FRR <= 10% (FRR) | " + " | ".join(f"{k} false accepts" for k in negs)
+              + " | FA/h, both [95% ub] | other languages: false accepts at 0.5 / 0.7 / 0.85 | positive FRR at "
+              "0.5 / 0.7 |")
+        print("|---|---|" + "---|" * len(negs) + "---|---|---|")
+        print("\n".join(rows))
 
 
 if __name__ == "__main__":

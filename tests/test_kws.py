@@ -461,6 +461,25 @@ def test_other_language_speech_is_a_long_negative_stream_traced_by_recording(tin
     assert min(loud(s) for s in segs) > 1.5 * float(np.sqrt(np.mean(gap ** 2)))   # speech where the segments say (10 dB SNR)
 
 
+def test_threshold_sweep_without_the_other_language_prompts_stops_with_one_line(monkeypatch, capsys, tmp_path):
+    """benchmarks/kws_threshold_sweep.py --other-languages on a machine without the Asterisk prompts: one line that
+    names the packages to install, exit 2, before any bundle is replayed or stream built."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "kws_threshold_sweep", REPO_RECIPES.parent / "benchmarks" / "kws_threshold_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    monkeypatch.setattr(sweep, "other_language_speech_files", lambda: [])
+    monkeypatch.setenv("EDGEFT_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as e:
+        sweep.streams(str(tmp_path / "no-such-data"), KEYWORDS + ["_unknown_", "_silence_"], 1234, True)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --other-languages:")
+    assert "asterisk-core-sounds-fr-wav" in err and "asterisk-prompt-it-menardi-wav" in err
+    assert not (tmp_path / "cache").exists()
+
+
 def test_near_miss_words_and_phrases_from_the_lexicons():
     """Negatives one phoneme from a keyword, never a homophone or a word that begins with a keyword."""
     import numpy as np
