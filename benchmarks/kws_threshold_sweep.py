@@ -4,7 +4,7 @@ are. The bench reports one operating point per bundle (its threshold, FRR 10%); 
 stream that matters, so two models can be compared where their operating points differ. RESULTS.md §15d, §15e.
 
     python benchmarks/kws_threshold_sweep.py BUNDLE [BUNDLE...] [--data speech-commands-tts:test] [--seed 1234]
-        [--other-languages]
+        [--other-languages [--positives N]]
 
 The streams are those of `edgeft bench --scenario audio_stream --profile dev` (same data, profile and seed: the
 bench's default seed is 1234), rebuilt into edgeft's cache; each bundle replays them with its own detector
@@ -16,6 +16,10 @@ once, and the operating point that the positive stream alone fixes: the highest 
 most 10% (on the bench's dense threshold grid). There the false accepts of both real-speech streams are counted,
 with the exact Poisson 95% upper bound; the highest-scoring ones are traced to the recording each fell in. Nothing is chosen on
 the negative streams, so that figure is a blind one. Replaying it takes ~2 min per bundle (window mode).
+
+``--positives N`` fixes a second operating point on a longer positive stream: N test keywords (the dev profile's
+200 make FRR 10% a 20-miss point, 95% CI about 6-15%; the built-in set's test split has 548). With several bundles
+a last table gives one line per bundle and positive stream.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ import sys
 from collections import Counter
 
 from edgeft import runtime
-from edgeft.bench.audio_data import build_streams, data_fingerprint, load_stream, other_language_stream
+from edgeft.bench.audio_data import (STREAM_SIZES, build_streams, data_fingerprint, load_stream,
+                                     other_language_stream)
 from edgeft.bench.kws_scoring import DENSE_GRID, detections_from_posteriors, score
 from edgeft.data.audio import OTHER_LANGUAGE_VOICES, other_language_speech_files
 from edgeft.runtime.kws import KwsDetector, replay
@@ -35,9 +40,10 @@ from edgeft.utils.io import cache_dir
 
 THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.85, 0.9)
 OTHER = "negative_other_languages"
+LARGE = "positive_large"
 
 
-def streams(data: str, labels: list[str], seed: int, other_languages: bool) -> dict:
+def streams(data: str, labels: list[str], seed: int, other_languages: bool, positives: int | None = None) -> dict:
     files = other_language_speech_files() if other_languages else []
     if other_languages and not files:       # before minutes of stream building
         print("error: --other-languages: none of the Asterisk voice prompts " + ", ".join(OTHER_LANGUAGE_VOICES) +
@@ -50,6 +56,13 @@ def streams(data: str, labels: list[str], seed: int, other_languages: bool) -> d
     if not (d / "stream_negative_real.json").is_file():
         build_streams(data, labels, "dev", d, seed=seed)
     out = {k: load_stream(str(d / f"stream_{k}.wav")) for k in ("positive", "negative_real")}
+    if positives:           # a longer positive stream: the same seed's permutation of the test keywords, more of them
+        key = hashlib.sha1(f"sweep|{data}|{data_fingerprint(data)}|{labels}|dev|{seed}|{positives}"
+                           .encode()).hexdigest()[:12]
+        d = cache_dir("streams", key)
+        if not (d / "stream_positive.json").is_file():
+            build_streams(data, labels, "dev", d, seed=seed, sizes=(positives, STREAM_SIZES["dev"][1]))
+        out[LARGE] = load_stream(str(d / "stream_positive.wav"))
     if other_languages:
         key = hashlib.sha1(f"other|{data}|{data_fingerprint(data)}|{labels}|{seed}|{files[0].parent}|{len(files)}"
                            .encode()).hexdigest()[:12]
@@ -74,24 +87,23 @@ def traced(dets: list[dict], segments: list[dict], top: int = 10) -> list[str]:
     return out
 
 
-def main(bundles: list[str], data: str, seed: int, other_languages: bool) -> None:
+def main(bundles: list[str], data: str, seed: int, other_languages: bool, positives: int | None = None) -> None:
     print(f"machine: {cpu_model()}; streams: {data}, profile dev, seed {seed}")
     s, rows = None, []
     for b in bundles:
         with runtime.load(b, threads=1) as m:
-            s = s or streams(data, m.labels, seed, other_languages)
+            s = s or streams(data, m.labels, seed, other_languages, positives)
             det = KwsDetector(m, "window")
             post = {k: replay(det, v["audio"])["posteriors"] for k, v in s.items()}
             hop_s, ref, kw = det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx
-        pos = s["positive"]["truth"]
-        negs = [k for k in s if k != "positive"]
+        negs = [k for k in s if not k.startswith("positive")]
         hours = {k: s[k]["truth"]["length_sec"] / 3600 for k in negs}
 
         def fas(k, th):
             return detections_from_posteriors(post[k], m.labels, kw, hop_s, th, ref)
 
-        def frr(th):
-            return score(fas("positive", th), pos["events"], pos["length_sec"])["frr"]
+        def pscore(th, k="positive"):
+            return score(fas(k, th), s[k]["truth"]["events"], s[k]["truth"]["length_sec"])
 
         print(f"\n{b} (its threshold {det.threshold:.3f}); real speech {hours['negative_real']:.2f} h"
               + (f", other languages {hours[OTHER]:.2f} h" if OTHER in hours else ""))
@@ -101,40 +113,44 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool) -> Non
         for th in THRESHOLDS:
             fa = fas("negative_real", th)
             which = ", ".join(f"{k} {n}" for k, n in Counter(d["label"] for d in fa).most_common())
-            row = f"| {th} | {frr(th):.3f} | {len(fa)} | {len(fa) / hours['negative_real']:.0f} | {which or '-'} |"
+            row = f"| {th} | {pscore(th)['frr']:.3f} | {len(fa)} | {len(fa) / hours['negative_real']:.0f} | {which or '-'} |"
             if OTHER in hours:
                 fo = fas(OTHER, th)
                 row += f" {len(fo)} | {len(fo) / hours[OTHER]:.1f} |"
             print(row)
         if OTHER not in hours:
             continue
-        ok = [th for th in DENSE_GRID if frr(th) <= 0.10]
-        if not ok:
-            print(f"no threshold on the dense grid keeps the positive FRR at 10% or below (FRR {frr(DENSE_GRID[0]):.3f}"
-                  f" at {DENSE_GRID[0]})")
-            continue
-        th = max(ok)
-        print(f"\noperating point fixed by the positive stream alone: threshold {th} (the highest with FRR <= 10%), "
-              f"FRR {frr(th):.3f}")
-        n_all, h_all = 0, 0.0
-        for k in negs:
-            d = fas(k, th)
-            n_all, h_all = n_all + len(d), h_all + hours[k]
-            print(f"- {k}: {len(d)} false accepts in {hours[k]:.2f} h = {len(d) / hours[k]:.2f}/h "
-                  f"(95% upper bound {poisson_upper(len(d)) / hours[k]:.2f}/h)")
-            for line in traced(d, s[k]["truth"].get("segments", [])) if k == OTHER else []:
-                print(f"    {line}")
-        print(f"- both real-speech streams: {n_all} in {h_all:.2f} h = {n_all / h_all:.2f}/h "
-              f"(95% upper bound {poisson_upper(n_all) / h_all:.2f}/h)")
-        rows.append(f"| {b} | {th} ({frr(th):.3f}) | " + " | ".join(str(len(fas(k, th))) for k in negs)
-                    + f" | {n_all / h_all:.1f} [{poisson_upper(n_all) / h_all:.1f}] | "
-                    + " / ".join(str(len(fas(OTHER, t))) for t in (0.5, 0.7, 0.85)) + " | "
-                    + " / ".join(f"{frr(t):.3f}" for t in (0.5, 0.7)) + " |")
-    if len(rows) > 1:    # one line per bundle, for comparing seeds or variants side by side
-        print("\n| bundle | threshold for FRR <= 10% (FRR) | " + " | ".join(f"{k} false accepts" for k in negs)
-              + " | FA/h, both [95% ub] | other languages: false accepts at 0.5 / 0.7 / 0.85 | positive FRR at "
-              "0.5 / 0.7 |")
-        print("|---|---|" + "---|" * len(negs) + "---|---|---|")
+        for pk in [k for k in ("positive", LARGE) if k in s]:
+            ok = [th for th in DENSE_GRID if pscore(th, pk)["frr"] <= 0.10]
+            if not ok:
+                print(f"no threshold on the dense grid keeps the FRR of {pk} at 10% or below (FRR "
+                      f"{pscore(DENSE_GRID[0], pk)['frr']:.3f} at {DENSE_GRID[0]})")
+                continue
+            th = max(ok)
+            sp = pscore(th, pk)
+            print(f"\noperating point fixed by {pk} alone ({sp['positives']} keywords): threshold {th} (the highest "
+                  f"with FRR <= 10%), FRR {sp['frr']:.3f} (95% CI {sp['frr_ci95'][0]:.3f}-{sp['frr_ci95'][1]:.3f}); "
+                  "missed: " + (", ".join(f"{k} {n}" for k, n in sp["missed"].items()) or "none"))
+            n_all, h_all = 0, 0.0
+            for k in negs:
+                d = fas(k, th)
+                n_all, h_all = n_all + len(d), h_all + hours[k]
+                print(f"- {k}: {len(d)} false accepts in {hours[k]:.2f} h = {len(d) / hours[k]:.2f}/h "
+                      f"(95% upper bound {poisson_upper(len(d)) / hours[k]:.2f}/h)")
+                for line in traced(d, s[k]["truth"].get("segments", [])) if k == OTHER else []:
+                    print(f"    {line}")
+            print(f"- both real-speech streams: {n_all} in {h_all:.2f} h = {n_all / h_all:.2f}/h "
+                  f"(95% upper bound {poisson_upper(n_all) / h_all:.2f}/h)")
+            rows.append(f"| {b} | {sp['positives']} | {th} ({sp['frr']:.3f}) | "
+                        + " | ".join(str(len(fas(k, th))) for k in negs)
+                        + f" | {n_all / h_all:.1f} [{poisson_upper(n_all) / h_all:.1f}] | "
+                        + " / ".join(str(len(fas(OTHER, t))) for t in (0.5, 0.7, 0.85)) + " | "
+                        + " / ".join(f"{pscore(t, pk)['frr']:.3f}" for t in (0.5, 0.7)) + " |")
+    if len(rows) > 1:    # one line per bundle and positive stream, for comparing seeds or variants side by side
+        print("\n| bundle | positive keywords | threshold for FRR <= 10% (FRR) | "
+              + " | ".join(f"{k} false accepts" for k in negs) + " | FA/h, both [95% ub] | other languages: false "
+              "accepts at 0.5 / 0.7 / 0.85 | positive FRR at 0.5 / 0.7 |")
+        print("|---|---|---|" + "---|" * len(negs) + "---|---|---|")
         print("\n".join(rows))
 
 
@@ -145,5 +161,11 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=1234, help="the bench's default seed")
     ap.add_argument("--other-languages", action="store_true",
                     help="add 2.25 h of real French/Italian/Russian speech and the FRR-10%% operating point")
+    ap.add_argument("--positives", type=int, default=None, metavar="N",
+                    help="also fix the operating point on a longer positive stream of N test keywords (the bench's "
+                         "dev profile has 200; more of them narrow the FRR's confidence interval)")
     a = ap.parse_args()
-    main(a.bundles, a.data, a.seed, a.other_languages)
+    if a.positives is not None and a.positives <= STREAM_SIZES["dev"][0]:
+        ap.error(f"--positives {a.positives}: give more than the dev profile's {STREAM_SIZES['dev'][0]} keywords "
+                 "(e.g. --positives 548, every keyword of the built-in set's test split)")
+    main(a.bundles, a.data, a.seed, a.other_languages, a.positives)

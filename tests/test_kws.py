@@ -117,10 +117,11 @@ def test_scoring_hit_window_debounce_wrong_label():
             {"label": "off", "t_s": 22.0}]
     s = score(dets, events, length_s=3600.0)
     assert (s["tp"], s["fn"], s["fa"], s["fa_wrong_label"]) == (1, 2, 4, 1)
+    assert s["missed"] == {"no": 1, "up": 1}                                   # which keywords were missed
     assert s["delays_ms"] == pytest.approx([100.0])
     c = combine(s, score([], [], 3600.0))
     assert c["frr"] == pytest.approx(2 / 3) and c["negative_hours"] == pytest.approx(2 - (0.5 + 1 + 0.4 + 1 + 0.5 + 1) / 3600)
-    assert c["fa_per_hour_ub95"] > c["fa_per_hour"]
+    assert c["fa_per_hour_ub95"] > c["fa_per_hour"] and c["missed"] == s["missed"]
     post = np.zeros((10, 4), np.float32)
     post[[2, 3, 4, 8], 1] = 0.9
     d = detections_from_posteriors(post, ["a", "b", "_unknown_", "_silence_"], [0, 1], 0.02, 0.5, 0.05)

@@ -37,8 +37,13 @@ def score(detections: list[dict], events: list[dict], length_s: float, window_af
     pos = len(wins)
     tp = sum(hit)
     neg_s = max(length_s - sum(b - a for a, b, _, _ in wins), 0.0)
+    missed: dict[str, int] = {}
+    for (_, _, lab, _), h in zip(wins, hit):
+        if not h:
+            missed[lab] = missed.get(lab, 0) + 1
     return {"positives": pos, "tp": tp, "fn": pos - tp, "frr": (pos - tp) / pos if pos else None,
-            "frr_ci95": list(clopper_pearson(pos - tp, pos)) if pos else None, "fa": len(fa_times),
+            "frr_ci95": list(clopper_pearson(pos - tp, pos)) if pos else None,
+            "missed": dict(sorted(missed.items(), key=lambda kv: (-kv[1], kv[0]))), "fa": len(fa_times),
             "fa_wrong_label": fa_wrong, "negative_hours": neg_s / 3600, "delays_ms": delays,
             "scoring": {"window": f"[start, end + {window_after_s} s]", "debounce_s": debounce_s}}
 
@@ -48,7 +53,8 @@ def combine(pos: dict, neg: dict) -> dict:
     fa = pos["fa"] + neg["fa"]
     hours = pos["negative_hours"] + neg["negative_hours"]
     return {"positives": pos["positives"], "tp": pos["tp"], "fn": pos["fn"], "frr": pos["frr"],
-            "frr_ci95": pos["frr_ci95"], "fa": fa, "fa_wrong_label": pos["fa_wrong_label"],
+            "frr_ci95": pos["frr_ci95"], "missed": pos.get("missed", {}), "fa": fa,
+            "fa_wrong_label": pos["fa_wrong_label"],
             "negative_hours": hours, "fa_per_hour": fa / hours if hours else None,
             "fa_per_hour_ub95": poisson_upper(fa) / hours if hours else None,
             "detection_delay_audio_ms": summarize(pos["delays_ms"]) if pos["delays_ms"] else {"count": 0},
