@@ -481,6 +481,22 @@ def test_threshold_sweep_without_the_other_language_prompts_stops_with_one_line(
     assert not (tmp_path / "cache").exists()
 
 
+def test_threshold_sweep_positives_must_exceed_the_dev_profile(tmp_path):
+    """--positives N at or below the dev profile's 200 keywords would add nothing: argparse's error, exit 2, before
+    any bundle is opened or stream built."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EDGEFT_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, str(REPO_RECIPES.parent / "benchmarks" / "kws_threshold_sweep.py"),
+                        str(tmp_path / "no-bundle"), "--other-languages", "--positives", "200"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    err = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and r.stdout == "" and len(err) == 1 and "--positives 200" in err[0]
+    assert "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
+
+
 def test_near_miss_words_and_phrases_from_the_lexicons():
     """Negatives one phoneme from a keyword, never a homophone or a word that begins with a keyword."""
     import numpy as np
