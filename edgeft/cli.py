@@ -955,7 +955,9 @@ def data_make_kws(out: Optional[Path] = typer.Option(None, "--out", "-o", help="
 
     m = _json.loads((p / "manifest.json").read_text())
     log.result(f"keyword dataset: {p} ({m['tts_clips']} TTS clips, of them {m.get('near_miss_clips', 0)} near-miss "
-               f"words and {m.get('phrase_clips', 0)} phrase cuts as _unknown_, {m.get('keyword_in_context_clips', 0)} "
+               f"words, {m.get('phrase_clips', 0)} phrase cuts and "
+               f"{m.get('other_language_unknown', {}).get('clips', 0)} other-language clips as _unknown_, "
+               f"{m.get('keyword_in_context_clips', 0)} "
                f"keywords between other words; {m['silence']} silence, "
                f"{m['real_unknown_clips']} real-voice unknown clips)")
     log.next_step(f"edgeft finetune --recipe kws/dscnn_s --data {nextsteps.q(p)} --out runs/kws")

@@ -159,7 +159,7 @@ def tiny_kws_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("kws") / "sc"
     make_kws_tts(d, renditions=1, unknown_per_speaker=3, silence=40, dialects=["en-us", "en-gb", "en-029"],
                  variants=["m1", "m3", "f1", "f2", "klatt", "Andy"], flite_voices=[], real_unknown=False, festival=[],
-                 context_per_speaker=4)
+                 context_per_speaker=4, languages=["es", "pl"], language_speakers=2)
     return d
 
 
@@ -182,6 +182,24 @@ def test_calibration_streams_leave_near_miss_words_out(tiny_kws_data):
         assert ("near-miss words left out" in st["negative"]["truth"]["negative_speech"]) != keep
 
 
+def test_pseudo_words_are_seeded_multi_syllable_and_never_end_in_a_keyword():
+    """Other-language _unknown_ speech reads pseudo-words: 2-4 open syllables (+ an optional s/l/r), the same
+    for the same seed, and none ends in "no"/"go" (a keyword said after other sounds must not be _unknown_)."""
+    import re
+
+    import numpy as np
+
+    from edgeft.data.audio import pseudo_word
+
+    words = [pseudo_word(np.random.default_rng(7)) for _ in range(3)]
+    assert len(set(words)) == 1                                  # seeded
+    g = np.random.default_rng(0)
+    ws = [pseudo_word(g) for _ in range(3000)]
+    assert all(re.fullmatch(r"([bcdfglmnprstvz][aeiou]){2,4}[slr]?", w) for w in ws)
+    assert not any(w.endswith(("no", "go")) for w in ws)
+    assert any(w.startswith("no") for w in ws) and len(set(ws)) > 2500     # "nove"-like starts stay in
+
+
 def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
     files = scan_speech_commands(tiny_kws_data, KEYWORDS, 25, 25)
     from edgeft.data import lexicon
@@ -189,11 +207,16 @@ def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
         man = json.loads((tiny_kws_data / "manifest.json").read_text())
         unk = sorted(p.name for p in (tiny_kws_data / "_unknown_").glob("*.wav"))
         assert man["near_miss_clips"] == 18 * 3 == sum("__nm-" in n for n in unk) and man["near_miss_words"] > 100
-        assert man["phrase_clips"] == 18 * 2 == sum("__phrase" in n for n in unk)
+        assert man["phrase_clips"] == 18 * 2 == sum("__phrase_" in n for n in unk)
         assert not any(n.split("__nm-")[1][:-4].rsplit("_", 1)[0] in KEYWORDS for n in unk if "__nm-" in n)
         ctx = [p for k in KEYWORDS for p in (tiny_kws_data / k).glob("*__ctx-*.wav")]   # keywords between words
         assert man["keyword_in_context_clips"] == 18 * 4 == len(ctx)
         assert all(p.parent.name == p.name.split("__ctx-")[1].rsplit("_", 1)[0] for p in ctx)
+    # other-language speech: per language 2 voices, each 2 pseudo-words alone and 3 phrase cuts, all _unknown_
+    xl = sorted(p.name for p in tiny_kws_data.rglob("xl-*.wav"))
+    assert len(xl) == 2 * 2 * (2 + 3) and all(p.parent.name == "_unknown_" for p in tiny_kws_data.rglob("xl-*.wav"))
+    assert {n.split("-")[1] for n in xl} == {"es", "pl"} and sum("__phrase-xl_" in n for n in xl) == 12
+    assert json.loads((tiny_kws_data / "manifest.json").read_text())["other_language_unknown"]["clips"] == 20
     spk = {s: {it.speaker for it in v} for s, v in files.splits.items()}
     assert not (spk["train"] & spk["test"]) and not (spk["train"] & spk["val"])      # speaker-disjoint
     assert files.classes[-2:] == ["_unknown_", "_silence_"] and len(files.noise) == 6
@@ -495,6 +518,24 @@ def test_threshold_sweep_positives_must_exceed_the_dev_profile(tmp_path):
     err = [ln for ln in r.stderr.splitlines() if "error:" in ln]
     assert r.returncode == 2 and r.stdout == "" and len(err) == 1 and "--positives 200" in err[0]
     assert "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
+
+
+def test_per_keyword_threshold_benchmark_needs_exported_runs(tmp_path):
+    """A folder that is not a finetune run with an exported onnxruntime-fp32 bundle: argparse's one error line
+    naming it and the export command, exit 2, no stream built."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("task: kws\n")       # a run, but nothing exported
+    env = {**os.environ, "EDGEFT_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, str(REPO_RECIPES.parent / "benchmarks" / "kws_per_keyword_thresholds.py"),
+                        str(run)], capture_output=True, text=True, env=env, timeout=120)
+    err = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and r.stdout == "" and len(err) == 1 and str(run) in err[0]
+    assert "edgeft export" in err[0] and "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
 
 
 def test_near_miss_words_and_phrases_from_the_lexicons():

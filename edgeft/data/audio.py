@@ -34,12 +34,13 @@ UNKNOWN_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", 
                  "visual"]
 UNKNOWN, SILENCE, NOISE_DIR = "_unknown_", "_silence_", "_background_noise_"
 TTS_NAME = "speech-commands-tts"
-TTS_VERSION = 7   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
+TTS_VERSION = 8   # 2: festival, 32 espeak variants, speed perturbation, real _unknown_ speech; 3: real ambience;
 #                   4: real _unknown_ capped per speaker, real "no"/"go" (klettres, not English) as keywords;
 #                   5: near-miss words and phrases of common words as _unknown_ (Festival's CMU/WSJ lexicons),
 #                      (keywords between common words: off by default, see RESULTS §15)
 #                   6: a real English keyword ("no") and lines from hedgewars-data's voice actors
 #                   7: up to 50 real _unknown_ clips per real speaker (25 before)
+#                   8: other-language speech as _unknown_ (espeak-ng voices of 12 languages, none evaluated)
 
 
 # ------------------------------------------------------------------------------------------- wav I/O
@@ -254,6 +255,25 @@ ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
                    "croak", "grandpa", "grandma", "Lee", "Steph", "norbert", "victor", "Linda"]
 FLITE_VOICES = ["awb", "rms", "slt", "kal16"]
 FESTIVAL_VOICES = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]   # Debian festvox-* packages
+# Languages whose speech joins _unknown_ (pseudo-words read by espeak-ng's voice for the language): Latin-script
+# languages only (the voices read the letters by the language's rules), and none of the languages of the
+# other-language test stream (French, Italian, Russian: OTHER_LANGUAGE_VOICES), so that stream stays a blind test.
+UNKNOWN_LANGUAGES = ["es", "es-419", "pt", "pt-br", "de", "nl", "pl", "cs", "sv", "hu", "ro", "hr"]
+_PSEUDO_ONSETS, _PSEUDO_VOWELS, _PSEUDO_CODAS = "bcdfglmnprstvz", "aeiou", "slr"
+
+
+def pseudo_word(g: np.random.Generator, syllables: tuple[int, int] = (2, 4)) -> str:
+    """A pronounceable non-word of 2-4 open syllables ("novela", "tarimos"), for a foreign voice to read by its
+    language's rules. Never one syllable, and never ends in "no"/"go" (a keyword said after other sounds): a
+    keyword alone must not be taught as _unknown_; words that begin like one ("nove", "gola") are what it
+    should learn to reject."""
+    n = int(g.integers(syllables[0], syllables[1] + 1))
+    while True:
+        syl = [_PSEUDO_ONSETS[int(g.integers(len(_PSEUDO_ONSETS)))] + _PSEUDO_VOWELS[int(g.integers(5))]
+               for _ in range(n)]
+        if syl[-1] not in ("no", "go"):
+            break
+    return "".join(syl) + (_PSEUDO_CODAS[int(g.integers(3))] if g.random() < 0.3 else "")
 
 
 def tts_dir() -> Path:
@@ -367,7 +387,8 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
                  silence: int = 300, workers: int = 0, dialects=ESPEAK_DIALECTS, variants=ESPEAK_VARIANTS,
                  flite_voices=FLITE_VOICES, keywords=KEYWORDS, real_unknown: bool = True,
                  festival: list[str] | None = None, near_per_speaker: int = 3, phrases_per_speaker: int = 2,
-                 context_per_speaker: int = 0) -> Path:
+                 context_per_speaker: int = 0, languages=UNKNOWN_LANGUAGES, language_speakers: int = 12,
+                 language_words: int = 2, language_phrases: int = 3) -> Path:
     """Generate the built-in Speech-Commands-style set with espeak-ng + flite (deterministic, cached).
 
     Speakers are (engine, accent, voice variant); speed, pitch, placement, gain and noise (5-40 dB SNR) vary per
@@ -379,7 +400,12 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     installed). Homophones of keywords and words that begin with a keyword ("stops", "going") are never used.
     Since phrases alone would teach "more than one word = _unknown_", each speaker also says
     ``context_per_speaker`` keywords between common words ("the market **left** in"), cut to the 1 s that ends
-    0.15-0.45 s after the keyword, labelled as the keyword."""
+    0.15-0.45 s after the keyword, labelled as the keyword.
+
+    Other-language speech: for each of ``languages`` (espeak-ng voices), ``language_speakers`` voice variants
+    each say ``language_words`` pseudo-words alone and ``language_phrases`` 1 s cuts of pseudo-word phrases, read
+    by the language's rules (``pseudo_word``), all ``_unknown_``: a detector hears other languages, and their
+    words that begin like a keyword (Italian *nove*, *numero* for "no") were most of its false accepts."""
     from . import lexicon
     out = Path(out or tts_dir())
     if (out / "COMPLETE").is_file():
@@ -427,6 +453,14 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
                 jobs.append(("espeak", f"{dia}+{var}", spk, w, UNKNOWN, 0, f"{w}_0"))
             jobs += extra_unknown("espeak", f"{dia}+{var}", spk, near_per_speaker, phrases_per_speaker,
                                   context_per_speaker)
+    for lang in languages:        # other-language speech as _unknown_ (speakers "xl-<language>-<variant>")
+        for var in random.Random(f"{seed}:{lang}:xl").sample(list(variants), min(language_speakers, len(variants))):
+            spk = f"xl-{lang}-{var}"
+            g = np.random.default_rng(int(hashlib.sha1(f"{seed}|{spk}|xl".encode()).hexdigest()[:12], 16))
+            jobs += [("espeak", f"{lang}+{var}", spk, pseudo_word(g), UNKNOWN, i, f"xl-word_{i}")
+                     for i in range(language_words)]
+            jobs += [("espeak", f"{lang}+{var}", spk, " ".join(pseudo_word(g) for _ in range(int(g.integers(3, 7)))),
+                      UNKNOWN, i, f"phrase-xl_{i}") for i in range(language_phrases)]
     fest = festival_voices() if festival is None else festival
     voices = [("festival", v, f"fv-{v.split('_')[0] if v.endswith('diphone') else 'slt-hts'}") for v in fest] + \
         [("flite", v, f"fl-{v}") for v in flite_voices]
@@ -481,7 +515,10 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
         "keywords": list(keywords), "unknown_words": UNKNOWN_WORDS, "espeak_speakers": len(dialects) * len(variants),
         "flite_voices": list(flite_voices), "festival_voices": list(fest), "snr_db": [5, 40],
         "near_miss_words": len(near), "near_miss_clips": sum(j[6].startswith(NEAR_MISS_STEM) for j in jobs),
-        "phrase_clips": sum(j[6].startswith("phrase") for j in jobs),
+        "phrase_clips": sum(j[6].startswith("phrase_") for j in jobs),
+        "other_language_unknown": {"languages": list(languages), "speakers_per_language": language_speakers,
+                                   "clips": sum(j[2].startswith("xl-") for j in jobs),
+                                   "note": "pseudo-words read by espeak-ng's voice for each language"},
         "keyword_in_context_clips": sum(j[6].startswith("ctx-") for j in jobs),
         "lexicons": [str(lexicon.CMU), str(lexicon.WSJ)] if near else None, "real_unknown_clips": sum(real.values()) if real else 0,
         "real_unknown_sources": real, "real_noise_files": real_noise,
