@@ -28,6 +28,7 @@ import numpy as np
 from edgeft import runtime
 from edgeft.bench.audio_data import validation_streams
 from edgeft.bench.kws_scoring import DENSE_GRID, score
+from edgeft.bench.kws_scoring import detections_from_posteriors as detections
 from edgeft.recipe import load_recipe
 from edgeft.runtime.kws import KwsDetector, replay
 from edgeft.stats import poisson_upper
@@ -36,21 +37,6 @@ from edgeft.utils.env import cpu_model
 from kws_threshold_sweep import LARGE, OTHER, streams
 
 NEGS = ("negative_real", OTHER)
-
-
-def detections(post, labels, kw_idx, hop_s, th, refractory_s):
-    """The detector's rule with a threshold per keyword: the most probable keyword fires when its smoothed
-    posterior reaches its own threshold."""
-    kw, th = np.asarray(kw_idx), np.broadcast_to(np.asarray(th, float), (len(kw_idx),))
-    a = np.argmax(post[:, kw], axis=1)
-    val = post[np.arange(len(post)), kw[a]]
-    out, last = [], -1e9
-    for j in np.flatnonzero(val >= th[a]):
-        t = (j + 1) * hop_s
-        if t - last >= refractory_s:
-            out.append({"label": labels[kw[a[j]]], "t_s": t, "score": float(val[j])})
-            last = t
-    return out
 
 
 def peaks(post, truth, labels, hop_s) -> dict[str, np.ndarray]:

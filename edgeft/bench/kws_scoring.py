@@ -62,13 +62,15 @@ def combine(pos: dict, neg: dict) -> dict:
 
 
 def detections_from_posteriors(post: np.ndarray, labels: list[str], kw_idx: list[int], hop_s: float,
-                               threshold: float, refractory_s: float) -> list[dict]:
-    """Re-run the detector's threshold + refractory logic on stored (smoothed) posteriors."""
+                               threshold, refractory_s: float) -> list[dict]:
+    """Re-run the detector's threshold + refractory logic on stored (smoothed) posteriors. ``threshold``: one, or
+    one per keyword of ``kw_idx`` (the most probable keyword fires when it reaches its own)."""
     out, last = [], -1e9
     kw = np.asarray(kw_idx)
-    best = kw[np.argmax(post[:, kw], axis=1)]
+    a = np.argmax(post[:, kw], axis=1)
+    best = kw[a]
     val = post[np.arange(len(post)), best]
-    for j in np.flatnonzero(val >= threshold):
+    for j in np.flatnonzero(val >= np.broadcast_to(np.asarray(threshold, float), (len(kw),))[a]):
         t = (j + 1) * hop_s
         if t - last >= refractory_s:
             out.append({"label": labels[best[j]], "t_s": round(float(t), 4), "score": float(val[j])})
