@@ -60,7 +60,7 @@ def main(runs: list[str], data: str, seed: int) -> None:
                                    near_misses=rec.stream.calibration_near_misses)
             s["val_positive"], s["val_negative"] = v["positive"], v["negative"]
             det = KwsDetector(m, "window")
-            post = {k: replay(det, x["audio"])["posteriors"] for k, x in s.items()}
+            post = {k: replay(det, x["audio"])["scores"] for k, x in s.items()}   # what the detector thresholds
             labels, kw, hop_s, ref = m.labels, det.kw_idx, det.hop / det.model.lm.sample_rate, det.refractory_s
         keys = [labels[i] for i in kw]
         truth = {k: x["truth"] for k, x in s.items()}

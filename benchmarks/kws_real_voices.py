@@ -41,7 +41,7 @@ def main(bundles: list[str]) -> None:
                 x = decode_with_sox(path)
                 x = np.concatenate([np.zeros(8000, np.float32), x, np.zeros(8000, np.float32)])
                 r = replay(det, x)
-                p = float(r["posteriors"][:, m.labels.index(want)].max())
+                p = float(r["scores"][:, m.labels.index(want)].max())   # confirmed, if the bundle confirms
                 ok = any(d["label"] == want for d in r["detections"])
                 hits += ok
                 cells.append(f"{name} {p:.2f}{' (detected)' if ok else ''}")

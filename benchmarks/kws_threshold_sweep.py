@@ -4,7 +4,7 @@ are. The bench reports one operating point per bundle (its threshold, FRR 10%); 
 stream that matters, so two models can be compared where their operating points differ. RESULTS.md §15d, §15e.
 
     python benchmarks/kws_threshold_sweep.py BUNDLE [BUNDLE...] [--data speech-commands-tts:test] [--seed 1234]
-        [--other-languages [--positives N]]
+        [--other-languages [--positives N]] [--smooth-ms MS [MS...]] [--confirm-ms MS [MS...]]
 
 The streams are those of `edgeft bench --scenario audio_stream --profile dev` (same data, profile and seed: the
 bench's default seed is 1234), rebuilt into edgeft's cache; each bundle replays them with its own detector
@@ -16,6 +16,12 @@ once, and the operating point that the positive stream alone fixes: the highest 
 most 10% (on the bench's dense threshold grid). There the false accepts of both real-speech streams are counted,
 with the exact Poisson 95% upper bound; the highest-scoring ones are traced to the recording each fell in. Nothing is chosen on
 the negative streams, so that figure is a blind one. Replaying it takes ~2 min per bundle (window mode).
+
+``--smooth-ms MS [MS...]`` compares smoothing windows of the detector (its trailing average of the posteriors; the
+bundle's own is 100 ms) and ``--confirm-ms MS [MS...]`` confirmation delays (``stream.confirm_ms``: a keyword fires
+only if its smoothed posterior is still at the threshold this long after reaching it; 0: off): each bundle's raw
+posteriors are replayed once, then averaged over each window as the detector does (the ring starts full of the
+posterior of silence) and confirmed (``runtime.kws.confirm_scores``); each combination is one row of the last table.
 
 ``--positives N`` fixes a second operating point on a longer positive stream: N test keywords (the dev profile's
 200 make FRR 10% a 20-miss point, 95% CI about 6-15%; the built-in set's test split has 548). With several bundles
@@ -31,9 +37,11 @@ from collections import Counter
 from edgeft import runtime
 from edgeft.bench.audio_data import (STREAM_SIZES, build_streams, data_fingerprint, load_stream,
                                      other_language_stream)
+import numpy as np
+
 from edgeft.bench.kws_scoring import DENSE_GRID, detections_from_posteriors, score
 from edgeft.data.audio import OTHER_LANGUAGE_VOICES, other_language_speech_files
-from edgeft.runtime.kws import KwsDetector, replay
+from edgeft.runtime.kws import KwsDetector, confirm_scores, replay
 from edgeft.stats import poisson_upper
 from edgeft.utils.env import cpu_model
 from edgeft.utils.io import cache_dir
@@ -87,71 +95,103 @@ def traced(dets: list[dict], segments: list[dict], top: int = 10) -> list[str]:
     return out
 
 
-def main(bundles: list[str], data: str, seed: int, other_languages: bool, positives: int | None = None) -> None:
+def resmooth(raw: np.ndarray, p_silence: np.ndarray, hops: int) -> np.ndarray:
+    """The detector's smoothed posteriors from its raw ones (a 1-hop window): the trailing mean of ``hops``
+    posteriors, the ring starting full of the posterior of silence (KwsStream, window_posteriors)."""
+    seq = np.concatenate([np.repeat(p_silence[None].astype(np.float64), hops, 0), raw.astype(np.float64)])
+    cs = np.concatenate([np.zeros((1, seq.shape[1])), np.cumsum(seq, 0)])
+    j = np.arange(len(raw))
+    return ((cs[j + hops + 1] - cs[j + 1]) / hops).astype(np.float32)
+
+
+def main(bundles: list[str], data: str, seed: int, other_languages: bool, positives: int | None = None,
+         smooth_ms: list[float] | None = None, confirm_ms: list[float] | None = None) -> None:
     print(f"machine: {cpu_model()}; streams: {data}, profile dev, seed {seed}")
     s, rows = None, []
-    for b in bundles:
-        with runtime.load(b, threads=1) as m:
+    for bundle in bundles:
+        with runtime.load(bundle, threads=1) as m:
             s = s or streams(data, m.labels, seed, other_languages, positives)
             det = KwsDetector(m, "window")
-            post = {k: replay(det, v["audio"])["posteriors"] for k, v in s.items()}
+            if not smooth_ms and confirm_ms is None:        # the bundle's own detector
+                posts = {"": {k: det.decision_scores(replay(det, v["audio"])["posteriors"]) for k, v in s.items()}}
+            else:                           # raw posteriors once, then each detector variant on them
+                raw_det = KwsDetector(m, "window", smooth_ms=det.hop_ms)
+                raw = {k: replay(raw_det, v["audio"])["posteriors"] for k, v in s.items()}
+                posts = {}
+                for ms in smooth_ms or [det.smooth * det.hop_ms]:
+                    hops = max(1, int(round(ms / det.hop_ms)))
+                    for cms in [det.confirm * det.hop_ms] if confirm_ms is None else confirm_ms:
+                        ch = int(round(cms / det.hop_ms))
+                        posts[f" @ smoothing {hops * det.hop_ms:g} ms, confirm {ch * det.hop_ms:g} ms"] = {
+                            k: confirm_scores(resmooth(v, det.p_silence, hops), det.kw_idx, ch) for k, v in raw.items()}
             hop_s, ref, kw = det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx
-        negs = [k for k in s if not k.startswith("positive")]
-        hours = {k: s[k]["truth"]["length_sec"] / 3600 for k in negs}
-
-        def fas(k, th):
-            return detections_from_posteriors(post[k], m.labels, kw, hop_s, th, ref)
-
-        def pscore(th, k="positive"):
-            return score(fas(k, th), s[k]["truth"]["events"], s[k]["truth"]["length_sec"])
-
-        print(f"\n{b} (its threshold {det.threshold:.3f}); real speech {hours['negative_real']:.2f} h"
-              + (f", other languages {hours[OTHER]:.2f} h" if OTHER in hours else ""))
-        print("| threshold | positive FRR | real-speech false accepts | per hour | which keywords |"
-              + (" other languages: false accepts | per hour |" if OTHER in hours else ""))
-        print("|---|---|---|---|---|" + ("---|---|" if OTHER in hours else ""))
-        for th in THRESHOLDS:
-            fa = fas("negative_real", th)
-            which = ", ".join(f"{k} {n}" for k, n in Counter(d["label"] for d in fa).most_common())
-            row = f"| {th} | {pscore(th)['frr']:.3f} | {len(fa)} | {len(fa) / hours['negative_real']:.0f} | {which or '-'} |"
-            if OTHER in hours:
-                fo = fas(OTHER, th)
-                row += f" {len(fo)} | {len(fo) / hours[OTHER]:.1f} |"
-            print(row)
-        if OTHER not in hours:
-            continue
-        for pk in [k for k in ("positive", LARGE) if k in s]:
-            ok = [th for th in DENSE_GRID if pscore(th, pk)["frr"] <= 0.10]
-            if not ok:
-                print(f"no threshold on the dense grid keeps the FRR of {pk} at 10% or below (FRR "
-                      f"{pscore(DENSE_GRID[0], pk)['frr']:.3f} at {DENSE_GRID[0]})")
-                continue
-            th = max(ok)
-            sp = pscore(th, pk)
-            print(f"\noperating point fixed by {pk} alone ({sp['positives']} keywords): threshold {th} (the highest "
-                  f"with FRR <= 10%), FRR {sp['frr']:.3f} (95% CI {sp['frr_ci95'][0]:.3f}-{sp['frr_ci95'][1]:.3f}); "
-                  "missed: " + (", ".join(f"{k} {n}" for k, n in sp["missed"].items()) or "none"))
-            n_all, h_all = 0, 0.0
-            for k in negs:
-                d = fas(k, th)
-                n_all, h_all = n_all + len(d), h_all + hours[k]
-                print(f"- {k}: {len(d)} false accepts in {hours[k]:.2f} h = {len(d) / hours[k]:.2f}/h "
-                      f"(95% upper bound {poisson_upper(len(d)) / hours[k]:.2f}/h)")
-                for line in traced(d, s[k]["truth"].get("segments", [])) if k == OTHER else []:
-                    print(f"    {line}")
-            print(f"- both real-speech streams: {n_all} in {h_all:.2f} h = {n_all / h_all:.2f}/h "
-                  f"(95% upper bound {poisson_upper(n_all) / h_all:.2f}/h)")
-            rows.append(f"| {b} | {sp['positives']} | {th} ({sp['frr']:.3f}) | "
-                        + " | ".join(str(len(fas(k, th))) for k in negs)
-                        + f" | {n_all / h_all:.1f} [{poisson_upper(n_all) / h_all:.1f}] | "
-                        + " / ".join(str(len(fas(OTHER, t))) for t in (0.5, 0.7, 0.85)) + " | "
-                        + " / ".join(f"{pscore(t, pk)['frr']:.3f}" for t in (0.5, 0.7)) + " |")
+        for suffix, post in posts.items():
+            rows += _report(bundle + suffix, det, m.labels, s, post, hop_s, ref, kw)
     if len(rows) > 1:    # one line per bundle and positive stream, for comparing seeds or variants side by side
+        negs = [k for k in s if not k.startswith("positive")]
         print("\n| bundle | positive keywords | threshold for FRR <= 10% (FRR) | "
               + " | ".join(f"{k} false accepts" for k in negs) + " | FA/h, both [95% ub] | other languages: false "
               "accepts at 0.5 / 0.7 / 0.85 | positive FRR at 0.5 / 0.7 |")
         print("|---|---|---|" + "---|" * len(negs) + "---|---|---|")
         print("\n".join(rows))
+
+
+def _report(b: str, det: KwsDetector, labels: list[str], s: dict, post: dict, hop_s: float, ref: float,
+            kw: list[int]) -> list[str]:
+    """One bundle (and smoothing window): the fixed-threshold table and, with the other-language stream, the
+    operating points; returns its rows of the last table."""
+    rows = []
+    negs = [k for k in s if not k.startswith("positive")]
+    hours = {k: s[k]["truth"]["length_sec"] / 3600 for k in negs}
+
+    def fas(k, th):
+        return detections_from_posteriors(post[k], labels, kw, hop_s, th, ref)
+
+    def pscore(th, k="positive"):
+        return score(fas(k, th), s[k]["truth"]["events"], s[k]["truth"]["length_sec"])
+
+    print(f"\n{b} (its threshold {det.threshold:.3f}); real speech {hours['negative_real']:.2f} h"
+          + (f", other languages {hours[OTHER]:.2f} h" if OTHER in hours else ""))
+    print("| threshold | positive FRR | real-speech false accepts | per hour | which keywords |"
+          + (" other languages: false accepts | per hour |" if OTHER in hours else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if OTHER in hours else ""))
+    for th in THRESHOLDS:
+        fa = fas("negative_real", th)
+        which = ", ".join(f"{k} {n}" for k, n in Counter(d["label"] for d in fa).most_common())
+        row = f"| {th} | {pscore(th)['frr']:.3f} | {len(fa)} | {len(fa) / hours['negative_real']:.0f} | {which or '-'} |"
+        if OTHER in hours:
+            fo = fas(OTHER, th)
+            row += f" {len(fo)} | {len(fo) / hours[OTHER]:.1f} |"
+        print(row)
+    if OTHER not in hours:
+        return rows
+    for pk in [k for k in ("positive", LARGE) if k in s]:
+        ok = [th for th in DENSE_GRID if pscore(th, pk)["frr"] <= 0.10]
+        if not ok:
+            print(f"no threshold on the dense grid keeps the FRR of {pk} at 10% or below (FRR "
+                  f"{pscore(DENSE_GRID[0], pk)['frr']:.3f} at {DENSE_GRID[0]})")
+            continue
+        th = max(ok)
+        sp = pscore(th, pk)
+        print(f"\noperating point fixed by {pk} alone ({sp['positives']} keywords): threshold {th} (the highest "
+              f"with FRR <= 10%), FRR {sp['frr']:.3f} (95% CI {sp['frr_ci95'][0]:.3f}-{sp['frr_ci95'][1]:.3f}); "
+              "missed: " + (", ".join(f"{k} {n}" for k, n in sp["missed"].items()) or "none"))
+        n_all, h_all = 0, 0.0
+        for k in negs:
+            d = fas(k, th)
+            n_all, h_all = n_all + len(d), h_all + hours[k]
+            print(f"- {k}: {len(d)} false accepts in {hours[k]:.2f} h = {len(d) / hours[k]:.2f}/h "
+                  f"(95% upper bound {poisson_upper(len(d)) / hours[k]:.2f}/h)")
+            for line in traced(d, s[k]["truth"].get("segments", [])) if k == OTHER else []:
+                print(f"    {line}")
+        print(f"- both real-speech streams: {n_all} in {h_all:.2f} h = {n_all / h_all:.2f}/h "
+              f"(95% upper bound {poisson_upper(n_all) / h_all:.2f}/h)")
+        rows.append(f"| {b} | {sp['positives']} | {th} ({sp['frr']:.3f}) | "
+                    + " | ".join(str(len(fas(k, th))) for k in negs)
+                    + f" | {n_all / h_all:.1f} [{poisson_upper(n_all) / h_all:.1f}] | "
+                    + " / ".join(str(len(fas(OTHER, t))) for t in (0.5, 0.7, 0.85)) + " | "
+                    + " / ".join(f"{pscore(t, pk)['frr']:.3f}" for t in (0.5, 0.7)) + " |")
+    return rows
 
 
 if __name__ == "__main__":
@@ -164,8 +204,19 @@ if __name__ == "__main__":
     ap.add_argument("--positives", type=int, default=None, metavar="N",
                     help="also fix the operating point on a longer positive stream of N test keywords (the bench's "
                          "dev profile has 200; more of them narrow the FRR's confidence interval)")
+    ap.add_argument("--smooth-ms", type=float, nargs="+", default=None, metavar="MS",
+                    help="compare these smoothing windows of the detector (ms; the bundles' own is 100)")
+    ap.add_argument("--confirm-ms", type=float, nargs="+", default=None, metavar="MS",
+                    help="compare these confirmation delays (ms; 0: none): a keyword fires only if still at the "
+                         "threshold this long after reaching it (stream.confirm_ms)")
     a = ap.parse_args()
     if a.positives is not None and a.positives <= STREAM_SIZES["dev"][0]:
         ap.error(f"--positives {a.positives}: give more than the dev profile's {STREAM_SIZES['dev'][0]} keywords "
                  "(e.g. --positives 548, every keyword of the built-in set's test split)")
-    main(a.bundles, a.data, a.seed, a.other_languages, a.positives)
+    if a.smooth_ms is not None and any(not 0 < v <= 2000 for v in a.smooth_ms):
+        ap.error(f"--smooth-ms {' '.join(f'{v:g}' for v in a.smooth_ms)}: each window is a duration in ms, "
+                 "valid is 0 < MS <= 2000 (e.g. --smooth-ms 60 100 200; the bundles' own is 100)")
+    if a.confirm_ms is not None and any(not 0 <= v <= 2000 for v in a.confirm_ms):
+        ap.error(f"--confirm-ms {' '.join(f'{v:g}' for v in a.confirm_ms)}: each is a delay in ms, valid is "
+                 "0 <= MS <= 2000 (0: no confirmation; e.g. --confirm-ms 0 300)")
+    main(a.bundles, a.data, a.seed, a.other_languages, a.positives, a.smooth_ms, a.confirm_ms)

@@ -1,4 +1,5 @@
 """Keyword spotting: features vs torchaudio, streaming equivalences, scoring, bad wavs, the pipeline."""
+import importlib.util
 import json
 import shutil
 import wave
@@ -107,6 +108,77 @@ def test_audio_streaming_graph_equals_front_end_and_full_window(lm):
     assert worst < 1e-4
 
 
+def _fake_stream(kw_idx, labels, threshold, confirm, refractory_s=1.0):
+    """A KwsStream whose decision rule runs on given smoothed posteriors (no model)."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from edgeft.runtime.kws import KwsStream
+
+    s = object.__new__(KwsStream)
+    s.det = SimpleNamespace(threshold=threshold, refractory_s=refractory_s, confirm=confirm,
+                            model=SimpleNamespace(labels=labels))
+    s.kw_arr, s.last_det_t, s.detections = np.asarray(kw_idx), -1e9, []
+    s.pending_kw = deque([None] * confirm)
+    return s
+
+
+@pytest.mark.parametrize("confirm", [0, 1, 5, 15])
+def test_confirmation_rule_is_the_same_hop_by_hop_and_over_an_array(confirm):
+    """``confirm_scores`` + ``detections_from_posteriors`` (calibration, bench, sweeps) give exactly the detections
+    of the stream's own decision, hop by hop, at several thresholds, on random posteriors with plateaus and spikes."""
+    from edgeft.runtime.kws import confirm_scores
+
+    labels = ["a", "b", "c", "_unknown_", "_silence_"]
+    kw = [0, 1, 2]
+    rng = np.random.default_rng(confirm)
+    post = rng.dirichlet(np.full(5, 0.3), 3000).astype(np.float32)
+    post = np.repeat(post, rng.integers(1, 12, len(post)), 0)[:4000]        # plateaus of 1-11 hops
+    hop_s = 0.02
+    for th in (0.3, 0.5, 0.8):
+        st = _fake_stream(kw, labels, th, confirm)
+        for j, p in enumerate(post):
+            st._decide(p, (j + 1) * hop_s)
+        offline = detections_from_posteriors(confirm_scores(post, kw, confirm), labels, kw, hop_s, th, 1.0)
+        assert [(d["label"], d["t_s"], d["score"]) for d in st.detections] == \
+               [(d["label"], round(d["t_s"], 4), d["score"]) for d in offline]
+        assert len(offline) > 3
+
+
+def test_confirmation_drops_a_keyword_onset_and_keeps_a_keyword():
+    """A keyword posterior that reaches the threshold for 100 ms and falls (a word that only begins like "no")
+    fires without confirmation and not with 300 ms of it; one that stays up 500 ms fires 300 ms later."""
+    from edgeft.runtime.kws import confirm_scores
+
+    labels, kw = ["no", "yes", "_unknown_"], [0, 1]
+    post = np.tile(np.array([0.05, 0.05, 0.9], np.float32), (200, 1))
+    post[50:55] = [0.8, 0.05, 0.15]             # onset only: 5 hops
+    post[120:145] = [0.85, 0.05, 0.1]           # a keyword: 25 hops
+    plain = detections_from_posteriors(confirm_scores(post, kw, 0), labels, kw, 0.02, 0.7, 1.0)
+    conf = detections_from_posteriors(confirm_scores(post, kw, 15), labels, kw, 0.02, 0.7, 1.0)
+    assert [d["t_s"] for d in plain] == [1.02, 2.42]
+    assert [(d["label"], d["t_s"]) for d in conf] == [("no", 2.72)]           # 15 hops (300 ms) after 2.42 s
+    assert np.array_equal(confirm_scores(post, kw, 0), post)
+
+
+def test_confirm_ms_out_of_range_is_one_clear_error(tmp_path, cli):
+    """stream.confirm_ms from a recipe (--set) or given to the detector: out of 0..2000 ms it is refused with the
+    value and what is valid, exit 2 from the CLI, before any data is read."""
+    from edgeft.recipe import load_recipe
+    from edgeft.errors import RecipeError
+    from edgeft.runtime.kws import check_confirm
+
+    assert load_recipe(REPO_RECIPES / "kws" / "dscnn_s.yaml", ["stream.confirm_ms=300"]).stream.confirm_ms == 300
+    with pytest.raises(RecipeError, match="stream.confirm_ms"):
+        load_recipe(REPO_RECIPES / "kws" / "dscnn_s.yaml", ["stream.confirm_ms=-20"])
+    with pytest.raises(UnsupportedError, match=r"confirm_ms 5000: .*valid is 0 <= confirm_ms <= 2000"):
+        check_confirm(5000)
+    check_confirm(0)
+    r = cli("finetune", "--recipe", "kws/dscnn_s", "--out", tmp_path / "run", "--set", "stream.confirm_ms=-20")
+    assert r.code == 2 and "stream.confirm_ms" in r.err and r.err.count("\n") == 1, r.err
+    assert not (tmp_path / "run").exists()
+
+
 def test_scoring_hit_window_debounce_wrong_label():
     events = [{"label": "yes", "start_s": 2.0, "end_s": 2.5}, {"label": "no", "start_s": 6.0, "end_s": 6.4},
               {"label": "up", "start_s": 10.0, "end_s": 10.5}]
@@ -200,6 +272,29 @@ def test_pseudo_words_are_seeded_multi_syllable_and_never_end_in_a_keyword():
     assert any(w.startswith("no") for w in ws) and len(set(ws)) > 2500     # "nove"-like starts stay in
 
 
+@needs_tts
+def test_unknown_languages_are_read_natively_and_none_is_evaluated():
+    """Each language of the built-in _unknown_ speech is an espeak-ng voice that reads pseudo-words by its own
+    rules (no switch to English, as Vietnamese's does), and none is a language of the other-language test stream
+    (French, Italian, Russian), which must stay blind."""
+    import subprocess
+
+    from edgeft.data.audio import OTHER_LANGUAGE_VOICES, UNKNOWN_LANGUAGES
+
+    listed = {ln.split()[1] for ln in subprocess.run(["espeak-ng", "--voices"], capture_output=True, text=True,
+                                                     check=True).stdout.splitlines()[1:]}
+    evaluated = {v.split("_")[0] for v in OTHER_LANGUAGE_VOICES}
+    assert evaluated == {"fr", "it", "ru"} and len(set(UNKNOWN_LANGUAGES)) == len(UNKNOWN_LANGUAGES) == 12
+    for lang in UNKNOWN_LANGUAGES:
+        assert lang in listed, lang
+        assert lang.split("-")[0] not in evaluated, lang
+        ph = subprocess.run(["espeak-ng", "-q", "-v", lang, "-x", "novelatu ramisoro gilbes"], capture_output=True,
+                            text=True, check=True).stdout
+        assert ph.strip() and "(" not in ph, (lang, ph)     # "(en)": the voice gave up on its own rules
+    ph = subprocess.run(["espeak-ng", "-q", "-v", "vi", "-x", "novelatu"], capture_output=True, text=True).stdout
+    assert "(en)" in ph                                      # the check can fail: Vietnamese switches
+
+
 def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
     files = scan_speech_commands(tiny_kws_data, KEYWORDS, 25, 25)
     from edgeft.data import lexicon
@@ -279,7 +374,26 @@ stream: {{calibration_minutes: 0.5}}
         w = replay(KwsDetector(model, "window", threshold=0.3), audio)
         s = replay(KwsDetector(model, "streaming", threshold=0.3), audio)
         rt = replay(KwsDetector(model, "streaming", threshold=0.3), audio, realtime=True)
+        raw = replay(KwsDetector(model, "window", smooth_ms=20), audio)["posteriors"]       # one hop: no smoothing
+        p_sil = KwsDetector(model, "window").p_silence
+        # a confirmation delay: the same detections in both modes, and from the scores that calibration thresholds
+        wc = replay(KwsDetector(model, "window", threshold=0.3, confirm_ms=100), audio)
+        sc = replay(KwsDetector(model, "streaming", threshold=0.3, confirm_ms=100), audio)
+        assert KwsDetector(model, "window", confirm_ms=100).algorithmic_latency_ms()["confirm_ms"] == 100
+        kw_idx = KwsDetector(model, "window", confirm_ms=0).kw_idx
+        unconfirmed = replay(KwsDetector(model, "window", confirm_ms=0), audio)
+    assert [(d["label"], d["t_s"]) for d in wc["detections"]] == [(d["label"], d["t_s"]) for d in sc["detections"]]
+    assert [(d["label"], d["t_s"]) for d in wc["detections"]] == [
+        (d["label"], round(d["t_s"], 4)) for d in detections_from_posteriors(
+            wc["scores"], model.labels, kw_idx, 0.02, 0.3, 1.0)]
+    assert "confirm_ms" in m["stream"] and np.array_equal(unconfirmed["scores"], unconfirmed["posteriors"])
     assert np.abs(w["posteriors"] - s["posteriors"]).max() < 1e-4
+    # benchmarks/kws_threshold_sweep.py --smooth-ms re-smooths raw posteriors as the detector smooths them
+    spec = importlib.util.spec_from_file_location("kws_sweep", REPO_RECIPES.parent / "benchmarks" / "kws_threshold_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert np.abs(sweep.resmooth(raw, p_sil, 5) - w["posteriors"]).max() < 1e-5            # the bundle's 100 ms
+    assert np.abs(sweep.resmooth(raw, p_sil, 5) - raw).max() > 1e-3
     # the streaming graph (front end + model + smoothing, one call per hop) in OpenVINO, its state in the plugin;
     # a smoothing window other than the bundle's (done outside the graph); two streams on one model
     with runtime.load(run / "bundles" / "openvino-fp32") as model:
@@ -502,6 +616,23 @@ def test_threshold_sweep_without_the_other_language_prompts_stops_with_one_line(
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --other-languages:")
     assert "asterisk-core-sounds-fr-wav" in err and "asterisk-prompt-it-menardi-wav" in err
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("ms", ["0", "-20", "5000"])
+def test_threshold_sweep_smoothing_windows_are_checked(tmp_path, ms):
+    """--smooth-ms takes durations 0 < MS <= 2000: argparse's one error line naming the value, exit 2, before any
+    bundle is opened or stream built."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EDGEFT_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, str(REPO_RECIPES.parent / "benchmarks" / "kws_threshold_sweep.py"),
+                        str(tmp_path / "no-bundle"), "--smooth-ms", "100", ms],
+                       capture_output=True, text=True, env=env, timeout=120)
+    err = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and r.stdout == "" and len(err) == 1 and f"--smooth-ms 100 {float(ms):g}" in err[0]
+    assert "0 < MS <= 2000" in err[0] and "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
 
 
 def test_threshold_sweep_positives_must_exceed_the_dev_profile(tmp_path):

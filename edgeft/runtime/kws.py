@@ -16,6 +16,12 @@ the hop's audio in; the new frames, the model's streaming form and the smoothing
 runtime, one per stream (``Runner.state_session``). Both modes give the same posteriors (tested): a stream starts
 after silence (``n_fft - hop`` zero samples, silence frames, a smoothing ring of the posterior of silence).
 Bundles exported before the front end moved into the graph (a ``feats`` input) still stream, with numpy features.
+
+The decision: the most probable keyword of the smoothed posteriors fires when it reaches the threshold, then not
+again for ``refractory_s``. With ``confirm_ms`` > 0 (``stream.confirm_ms`` in the bundle) a keyword that reached
+the threshold must still be at it ``confirm_ms`` later, and fires then: a word that only begins like a keyword
+(Italian *nove*, *numero* for "no") falls back before the confirmation, a keyword said alone stays up.
+``confirm_scores`` is that rule over a whole posterior array, for scoring, calibration and sweeps.
 """
 from __future__ import annotations
 
@@ -70,10 +76,12 @@ class KwsDetector:
     """Posterior smoothing + threshold + refractory period over a hop-by-hop stream."""
 
     def __init__(self, model: KwsModel, mode: str = "window", hop_ms: float | None = None,
-                 smooth_ms: float | None = None, threshold: float | None = None, refractory_s: float | None = None):
+                 smooth_ms: float | None = None, threshold: float | None = None, refractory_s: float | None = None,
+                 confirm_ms: float | None = None):
         if mode not in ("window", "streaming"):
             raise UnsupportedError(f"mode {mode!r}: valid are window, streaming")
         check_threshold(threshold)
+        check_confirm(confirm_ms)
         sc = model.stream_cfg
         self.model, self.mode = model, mode
         self.hop_ms = float(hop_ms or sc.get("hop_ms", 20.0))
@@ -85,6 +93,9 @@ class KwsDetector:
         self.smooth = max(1, int(round(float(smooth_ms if smooth_ms is not None else sc.get("smooth_ms", 100)) / self.hop_ms)))
         self.threshold = float(threshold if threshold is not None else sc.get("threshold", 0.7))
         self.refractory_s = float(refractory_s if refractory_s is not None else sc.get("refractory_s", 1.0))
+        # confirmation: the keyword must still be at the threshold this many hops after it reached it (0: off;
+        # bundles before it have no stream.confirm_ms)
+        self.confirm = int(round(float(confirm_ms if confirm_ms is not None else sc.get("confirm_ms", 0.0)) / self.hop_ms))
         keywords = sc.get("keywords") or [l for l in model.labels if not l.startswith("_")]
         self.kw_idx = [model.labels.index(k) for k in keywords if k in model.labels]
         model.open()
@@ -106,10 +117,16 @@ class KwsDetector:
 
     def algorithmic_latency_ms(self) -> dict:
         """Delay from model/front end alone: hop quantisation (<= 1 hop) + trailing-average smoothing
-        ((S-1)/2 hops on average) + model right context (0: causal windows)."""
+        ((S-1)/2 hops on average) + model right context (0: causal windows) + the confirmation delay."""
         smooth = (self.smooth - 1) / 2 * self.hop_ms
+        confirm = self.confirm * self.hop_ms
         return {"hop_quantisation_max_ms": self.hop_ms, "smoothing_ms": smooth, "model_right_context_ms": 0.0,
-                "total_max_ms": self.hop_ms + smooth}
+                "confirm_ms": confirm, "total_max_ms": self.hop_ms + smooth + confirm}
+
+    def decision_scores(self, posteriors: np.ndarray) -> np.ndarray:
+        """What this detector thresholds, per hop, from its smoothed posteriors (``replay(...)["posteriors"]``):
+        the posteriors, or ``confirm_scores`` with its confirmation."""
+        return confirm_scores(posteriors, self.kw_idx, self.confirm)
 
     def create_stream(self) -> "KwsStream":
         return KwsStream(self)
@@ -132,6 +149,7 @@ class KwsStream:
         self.hops = 0
         self.last_det_t = -1e9
         self.detections: list[dict] = []
+        self.pending_kw = deque([None] * det.confirm)      # keyword posteriors of the last `confirm` hops
         if det.mode == "streaming":
             self.session = det.stream_runner.state_session()     # this stream's state, in the backend's buffers
             if det.audio_graph:                                  # zeros: silent audio, silence frames and posteriors
@@ -199,9 +217,18 @@ class KwsStream:
     def _decide(self, smoothed: np.ndarray, t_s: float) -> dict | None:
         d = self.det
         ks = smoothed[self.kw_arr]
-        j = int(ks.argmax())
-        if ks[j] >= d.threshold and t_s - self.last_det_t >= d.refractory_s:
-            det = {"label": d.model.labels[int(self.kw_arr[j])], "t_s": round(t_s, 4), "score": float(ks[j])}
+        if d.confirm:           # the keyword most probable `confirm` hops ago, if it is still up now
+            self.pending_kw.append(ks)
+            prev = self.pending_kw.popleft()
+            if prev is None:
+                return None
+            j = int(prev.argmax())
+            val = min(float(prev[j]), float(ks[j]))
+        else:
+            j = int(ks.argmax())
+            val = float(ks[j])
+        if val >= d.threshold and t_s - self.last_det_t >= d.refractory_s:
+            det = {"label": d.model.labels[int(self.kw_arr[j])], "t_s": round(t_s, 4), "score": val}
             self.last_det_t = t_s
             self.detections.append(det)
             return det
@@ -259,8 +286,35 @@ def replay(det: KwsDetector, audio: np.ndarray, realtime: bool = False, on_step=
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     return {"hops": hops, "audio_s": hops * hop / sr, "compute_ms": comp, "infer_ms": infer,
-            "latency_ms": lat if realtime else None, "posteriors": post, "detections": list(s.detections),
+            "latency_ms": lat if realtime else None, "posteriors": post, "scores": det.decision_scores(post),
+            "detections": list(s.detections),
             "wall_s": wall, "cpu_s": cpu, "max_backlog_ms": backlog if realtime else None}
+
+
+def confirm_scores(post: np.ndarray, kw_idx: list[int], hops: int) -> np.ndarray:
+    """The per-hop scores the detector thresholds: the smoothed posteriors themselves (``hops`` = 0), or with a
+    confirmation ``hops`` later, at hop i the keyword k most probable at hop i - hops scores min(p[i - hops, k],
+    p[i, k]) and every other keyword 0 (no keyword can fire in the first ``hops`` hops). A detection at threshold
+    t happens exactly where this score is >= t, so thresholds, sweeps and calibration apply to it unchanged."""
+    post = np.asarray(post)
+    if hops <= 0:
+        return post
+    out = np.zeros_like(post)
+    n = len(post) - hops
+    if n <= 0:
+        return out
+    kw = np.asarray(kw_idx)
+    prev = post[:n][:, kw]
+    a = prev.argmax(1)
+    r = np.arange(n)
+    out[r + hops, kw[a]] = np.minimum(prev[r, a], post[hops:][r, kw[a]])
+    return out
+
+
+def check_confirm(ms: float | None) -> None:
+    if ms is not None and not 0 <= float(ms) <= 2000:
+        raise UnsupportedError(f"confirm_ms {ms:g}: the keyword's posterior is checked again this long after it "
+                               "reached the threshold, valid is 0 <= confirm_ms <= 2000 (0: off)")
 
 
 def check_streaming_manifest(m: dict) -> None:

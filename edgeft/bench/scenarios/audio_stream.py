@@ -124,12 +124,12 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
     inf = np.concatenate([ra["infer_ms"], rn["infer_ms"]]) if rn else ra["infer_ms"]
     cpu = ra["cpu_s"] + (rn["cpu_s"] if rn else 0)
     hop_ms = det.hop_ms
-    rows = roc(ra["posteriors"], rn["posteriors"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
+    rows = roc(ra["scores"], rn["scores"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
                neg["truth"]["length_sec"] if neg else 0.0, model.labels, det.kw_idx, hop_ms / 1000, det.refractory_s)
-    at_1fa = frr_at_fa(ra["posteriors"], rn["posteriors"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
+    at_1fa = frr_at_fa(ra["scores"], rn["scores"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
                        neg["truth"]["length_sec"] if neg else 0.0, model.labels, det.kw_idx, hop_ms / 1000,
                        det.refractory_s, target_fa_per_hour=1.0)
-    at_frr10 = fa_at_frr(ra["posteriors"], rn["posteriors"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
+    at_frr10 = fa_at_frr(ra["scores"], rn["scores"] if rn else np.zeros((0, len(model.labels))), pos["truth"],
                          neg["truth"]["length_sec"] if neg else 0.0, model.labels, det.kw_idx, hop_ms / 1000,
                          det.refractory_s, max_frr=0.10)
     real_part = None
@@ -137,7 +137,7 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
         info(f"  {a.name}/{mode}: real-speech negative stream ({real['truth']['length_sec']:.0f} s) ...")
         rr = replay(det, real["audio"])
         sr_ = score(rr["detections"], [], real["truth"]["length_sec"])
-        at10 = fa_at_frr(ra["posteriors"], rr["posteriors"], pos["truth"], real["truth"]["length_sec"], model.labels,
+        at10 = fa_at_frr(ra["scores"], rr["scores"], pos["truth"], real["truth"]["length_sec"], model.labels,
                          det.kw_idx, hop_ms / 1000, det.refractory_s, max_frr=0.10, negative_only=True)
         h = sr_["negative_hours"]
         real_part = {"hours": round(h, 4), "fa": sr_["fa"], "fa_per_hour": sr_["fa"] / h if h else None,
@@ -150,21 +150,21 @@ def _run_mode(a, model, mode, acc, pos, neg, cfg, realtime_s, threads, prof, rea
         rk = replay(det, real_kw["audio"])
         real_kw_part = {"at_threshold": _real_kw_score(rk["detections"], real_kw["truth"], det.threshold)}
         if at_frr10.get("threshold") is not None:
-            d10 = detections_from_posteriors(rk["posteriors"], model.labels, det.kw_idx, hop_ms / 1000,
+            d10 = detections_from_posteriors(rk["scores"], model.labels, det.kw_idx, hop_ms / 1000,
                                              at_frr10["threshold"], det.refractory_s)
             real_kw_part["at_frr10"] = _real_kw_score(d10, real_kw["truth"], at_frr10["threshold"])
         real_kw_part["source"] = real_kw["truth"].get("negative_speech")
     near_part = None
     if near:                 # the test split's near-miss words ("stock", "let"), each said alone
         info(f"  {a.name}/{mode}: {len(near)} near-miss words said alone ...")
-        peaks = clip_peaks(lambda x: replay(det, x)["posteriors"], [x for _, x in near], det.kw_idx, det.hop)
+        peaks = clip_peaks(lambda x: replay(det, x)["scores"], [x for _, x in near], det.kw_idx, det.hop)
         near_part = near_miss_report([n for n, _ in near], peaks, model.labels, det.threshold,
                                      also=at_frr10.get("threshold"))
     fa_claim = _fa_claim(comb)
     audio = {
         "mode": mode, "hop_ms": hop_ms, "window_ms": 1000 * model.frames * model.lm.hop / model.lm.sample_rate,
         "audio_seconds": round(audio_s, 1), "threshold": det.threshold, "smooth_hops": det.smooth,
-        "refractory_s": det.refractory_s,
+        "refractory_s": det.refractory_s, "confirm_ms": det.confirm * hop_ms,
         "rtf_wall": float(comp.sum() / 1e3 / audio_s), "rtfx": float(audio_s / (comp.sum() / 1e3)),
         "rtf_cpu": float(cpu / audio_s), "cpu_cores_equiv": float(cpu / audio_s),
         "compute_per_audio_second_ms": float(comp.mean() * 1000 / hop_ms),

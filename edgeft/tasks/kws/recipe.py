@@ -79,6 +79,9 @@ class StreamCfg(Section):
     smooth_ms: float = Field(100.0, ge=0, description="moving average of posteriors")
     threshold: float = Field(0.7, gt=0, lt=1)
     refractory_s: float = Field(1.0, ge=0)
+    confirm_ms: float = Field(0.0, ge=0, le=2000, description="a keyword fires only if its smoothed posterior is "
+                              "still at the threshold this long after reaching it (0: off); words that only begin "
+                              "like a keyword fall back first; adds this much detection latency")
     calibrate: bool = Field(True, description="at export, choose the threshold on a validation stream (val split) "
                             "for target_fa_per_hour and store it in the bundle")
     target_fa_per_hour: float = Field(1.0, gt=0)

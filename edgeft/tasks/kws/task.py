@@ -230,7 +230,7 @@ class Task(TorchClassification):
         so an INT8 bundle gets the threshold its own scores need. Returns the manifest's ``stream`` section."""
         from ...bench.audio_data import near_miss_clips, validation_streams
         from ...bench.kws_scoring import choose_threshold, clip_peaks, near_miss_report
-        from ...runtime.kws import window_logits, window_posteriors
+        from ...runtime.kws import confirm_scores, window_logits, window_posteriors
         from ...stages.parity import parity_runner
 
         sc = recipe.stream
@@ -242,15 +242,17 @@ class Task(TorchClassification):
             f"{source}:val", labels, recipe.val_percent, recipe.test_percent)
         lm = recipe.features.logmel()
         hop, smooth = _hop_and_smooth(recipe)
+        confirm = int(round(sc.confirm_ms / sc.hop_ms))        # as KwsDetector rounds it
         frames = lm.frames(lm.clip_samples)
         runner_cls, how = parity_runner(manifest)
+        kw_idx = [labels.index(k) for k in recipe.keywords if k in labels]
         with runner_cls(bundle_dir, manifest) as runner:
             infer = window_logits(runner, manifest)
-            pp = window_posteriors(infer, lm, frames, st["positive"]["audio"], hop, smooth)
-            pn = window_posteriors(infer, lm, frames, st["negative"]["audio"], hop, smooth)
-            kw_idx = [labels.index(k) for k in recipe.keywords if k in labels]
-            peaks = clip_peaks(lambda a: window_posteriors(infer, lm, frames, a, hop, smooth), [x for _, x in near],
-                               kw_idx, hop) if near else []
+
+            def scores(a):      # what the detector thresholds: smoothed posteriors, confirmed if stream.confirm_ms
+                return confirm_scores(window_posteriors(infer, lm, frames, a, hop, smooth), kw_idx, confirm)
+            pp, pn = scores(st["positive"]["audio"]), scores(st["negative"]["audio"])
+            peaks = clip_peaks(scores, [x for _, x in near], kw_idx, hop) if near else []
         c = choose_threshold(pp, pn, st["positive"]["truth"], st["negative"]["truth"]["length_sec"], labels, kw_idx,
                              hop / lm.sample_rate, sc.refractory_s, target_fa_per_hour=sc.target_fa_per_hour)
         stream["threshold"] = float(c["threshold"])
@@ -269,7 +271,8 @@ class Task(TorchClassification):
     def extra_manifest(self, recipe) -> dict:
         s = recipe.stream
         return {"stream": {"hop_ms": s.hop_ms, "smooth_ms": s.smooth_ms, "threshold": s.threshold,
-                           "refractory_s": s.refractory_s, "keywords": list(recipe.keywords)}}
+                           "refractory_s": s.refractory_s, "confirm_ms": s.confirm_ms,
+                           "keywords": list(recipe.keywords)}}
 
 
 # --------------------------------------------------------------------------------- augmentation
