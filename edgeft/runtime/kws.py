@@ -95,7 +95,9 @@ class KwsDetector:
         self.refractory_s = float(refractory_s if refractory_s is not None else sc.get("refractory_s", 1.0))
         # confirmation: the keyword must still be at the threshold this many hops after it reached it (0: off;
         # bundles before it have no stream.confirm_ms)
-        self.confirm = int(round(float(confirm_ms if confirm_ms is not None else sc.get("confirm_ms", 0.0)) / self.hop_ms))
+        confirm_ms = float(confirm_ms if confirm_ms is not None else sc.get("confirm_ms", 0.0))
+        check_confirm(confirm_ms)                       # a hand-edited manifest too
+        self.confirm = int(round(confirm_ms / self.hop_ms))
         keywords = sc.get("keywords") or [l for l in model.labels if not l.startswith("_")]
         self.kw_idx = [model.labels.index(k) for k in keywords if k in model.labels]
         model.open()
