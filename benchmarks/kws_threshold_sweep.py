@@ -37,11 +37,9 @@ from collections import Counter
 from edgeft import runtime
 from edgeft.bench.audio_data import (STREAM_SIZES, build_streams, data_fingerprint, load_stream,
                                      other_language_stream)
-import numpy as np
-
 from edgeft.bench.kws_scoring import DENSE_GRID, detections_from_posteriors, score
 from edgeft.data.audio import OTHER_LANGUAGE_VOICES, other_language_speech_files
-from edgeft.runtime.kws import KwsDetector, confirm_scores, replay
+from edgeft.runtime.kws import KwsDetector, confirm_scores, replay, smooth_posteriors
 from edgeft.stats import poisson_upper
 from edgeft.utils.env import cpu_model
 from edgeft.utils.io import cache_dir
@@ -95,15 +93,6 @@ def traced(dets: list[dict], segments: list[dict], top: int = 10) -> list[str]:
     return out
 
 
-def resmooth(raw: np.ndarray, p_silence: np.ndarray, hops: int) -> np.ndarray:
-    """The detector's smoothed posteriors from its raw ones (a 1-hop window): the trailing mean of ``hops``
-    posteriors, the ring starting full of the posterior of silence (KwsStream, window_posteriors)."""
-    seq = np.concatenate([np.repeat(p_silence[None].astype(np.float64), hops, 0), raw.astype(np.float64)])
-    cs = np.concatenate([np.zeros((1, seq.shape[1])), np.cumsum(seq, 0)])
-    j = np.arange(len(raw))
-    return ((cs[j + hops + 1] - cs[j + 1]) / hops).astype(np.float32)
-
-
 def main(bundles: list[str], data: str, seed: int, other_languages: bool, positives: int | None = None,
          smooth_ms: list[float] | None = None, confirm_ms: list[float] | None = None) -> None:
     print(f"machine: {cpu_model()}; streams: {data}, profile dev, seed {seed}")
@@ -123,7 +112,7 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool, positi
                     for cms in [det.confirm * det.hop_ms] if confirm_ms is None else confirm_ms:
                         ch = int(round(cms / det.hop_ms))
                         posts[f" @ smoothing {hops * det.hop_ms:g} ms, confirm {ch * det.hop_ms:g} ms"] = {
-                            k: confirm_scores(resmooth(v, det.p_silence, hops), det.kw_idx, ch) for k, v in raw.items()}
+                            k: confirm_scores(smooth_posteriors(v, det.p_silence, hops), det.kw_idx, ch) for k, v in raw.items()}
             hop_s, ref, kw = det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx
         for suffix, post in posts.items():
             rows += _report(bundle + suffix, det, m.labels, s, post, hop_s, ref, kw)

@@ -1,5 +1,4 @@
 """Keyword spotting: features vs torchaudio, streaming equivalences, scoring, bad wavs, the pipeline."""
-import importlib.util
 import json
 import shutil
 import wave
@@ -389,11 +388,10 @@ stream: {{calibration_minutes: 0.5}}
     assert "confirm_ms" in m["stream"] and np.array_equal(unconfirmed["scores"], unconfirmed["posteriors"])
     assert np.abs(w["posteriors"] - s["posteriors"]).max() < 1e-4
     # benchmarks/kws_threshold_sweep.py --smooth-ms re-smooths raw posteriors as the detector smooths them
-    spec = importlib.util.spec_from_file_location("kws_sweep", REPO_RECIPES.parent / "benchmarks" / "kws_threshold_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
-    assert np.abs(sweep.resmooth(raw, p_sil, 5) - w["posteriors"]).max() < 1e-5            # the bundle's 100 ms
-    assert np.abs(sweep.resmooth(raw, p_sil, 5) - raw).max() > 1e-3
+    from edgeft.runtime.kws import smooth_posteriors
+
+    assert np.abs(smooth_posteriors(raw, p_sil, 5) - w["posteriors"]).max() < 1e-5         # the bundle's 100 ms
+    assert np.abs(smooth_posteriors(raw, p_sil, 5) - raw).max() > 1e-3
     # the streaming graph (front end + model + smoothing, one call per hop) in OpenVINO, its state in the plugin;
     # a smoothing window other than the bundle's (done outside the graph); two streams on one model
     with runtime.load(run / "bundles" / "openvino-fp32") as model:

@@ -354,7 +354,13 @@ def window_posteriors(infer, lm: LogMel, frames: int, audio: np.ndarray, hop: in
         xb = np.ascontiguousarray(win[:, starts[s:s + batch]].transpose(1, 0, 2))[:, None]
         probs.append(softmax(np.asarray(infer(xb), np.float32)))
     probs = np.concatenate(probs)
-    seq = np.concatenate([np.repeat(probs[:1], smooth, 0), probs[1:]]).astype(np.float64)
+    return smooth_posteriors(probs[1:], probs[0], smooth)       # probs[0]: the all-silence window
+
+
+def smooth_posteriors(raw: np.ndarray, p_start: np.ndarray, smooth: int) -> np.ndarray:
+    """The detector's trailing average over ``smooth`` hops of per-hop posteriors ``raw``, the ring starting full
+    of ``p_start`` (the posterior of silence), as KwsStream keeps it."""
+    seq = np.concatenate([np.repeat(np.asarray(p_start)[None], smooth, 0), raw]).astype(np.float64)
     cs = np.concatenate([np.zeros((1, seq.shape[1])), np.cumsum(seq, 0)])
-    j = np.arange(hops)
+    j = np.arange(len(raw))
     return ((cs[j + smooth + 1] - cs[j + 1]) / smooth).astype(np.float32)
