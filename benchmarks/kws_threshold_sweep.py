@@ -102,7 +102,7 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool, positi
             s = s or streams(data, m.labels, seed, other_languages, positives)
             det = KwsDetector(m, "window")
             if not smooth_ms and confirm_ms is None:        # the bundle's own detector
-                posts = {"": {k: det.decision_scores(replay(det, v["audio"])["posteriors"]) for k, v in s.items()}}
+                posts = {"": {k: replay(det, v["audio"])["scores"] for k, v in s.items()}}
             else:                           # raw posteriors once, then each detector variant on them
                 raw_det = KwsDetector(m, "window", smooth_ms=det.hop_ms)
                 raw = {k: replay(raw_det, v["audio"])["posteriors"] for k, v in s.items()}
