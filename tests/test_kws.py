@@ -616,21 +616,24 @@ def test_threshold_sweep_without_the_other_language_prompts_stops_with_one_line(
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("ms", ["0", "-20", "5000"])
-def test_threshold_sweep_smoothing_windows_are_checked(tmp_path, ms):
-    """--smooth-ms takes durations 0 < MS <= 2000: argparse's one error line naming the value, exit 2, before any
-    bundle is opened or stream built."""
+@pytest.mark.parametrize("opt,ms,valid", [("--smooth-ms", "0", "0 < MS <= 2000"), ("--smooth-ms", "-20", "0 < MS <= 2000"),
+                                          ("--smooth-ms", "5000", "0 < MS <= 2000"),
+                                          ("--confirm-ms", "-20", "0 <= MS <= 2000"),
+                                          ("--confirm-ms", "5000", "0 <= MS <= 2000")])
+def test_threshold_sweep_smoothing_and_confirmation_are_checked(tmp_path, opt, ms, valid):
+    """--smooth-ms takes durations 0 < MS <= 2000, --confirm-ms delays 0 <= MS <= 2000: argparse's one error line
+    naming the values, exit 2, before any bundle is opened or stream built."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "EDGEFT_CACHE": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, str(REPO_RECIPES.parent / "benchmarks" / "kws_threshold_sweep.py"),
-                        str(tmp_path / "no-bundle"), "--smooth-ms", "100", ms],
+                        str(tmp_path / "no-bundle"), opt, "100", ms],
                        capture_output=True, text=True, env=env, timeout=120)
     err = [ln for ln in r.stderr.splitlines() if "error:" in ln]
-    assert r.returncode == 2 and r.stdout == "" and len(err) == 1 and f"--smooth-ms 100 {float(ms):g}" in err[0]
-    assert "0 < MS <= 2000" in err[0] and "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
+    assert r.returncode == 2 and r.stdout == "" and len(err) == 1 and f"{opt} 100 {float(ms):g}" in err[0]
+    assert valid in err[0] and "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
 
 
 def test_threshold_sweep_positives_must_exceed_the_dev_profile(tmp_path):
