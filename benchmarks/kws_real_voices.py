@@ -12,6 +12,7 @@ per clip. Twelve clips from six speakers: a smoke check of real voices, not an a
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from edgeft import runtime
 from edgeft.data.audio import KEYWORDS, decode_with_sox, real_keyword_clips
+from edgeft.errors import EdgeftError
 from edgeft.runtime.kws import KwsDetector, replay
 from edgeft.utils.env import cpu_model
 
@@ -28,6 +30,8 @@ def clips() -> list[tuple[str, str, Path]]:
 
 
 def main(bundles: list[str]) -> None:
+    for b in bundles:                 # every bundle opens before anything is printed
+        runtime.load(b, threads=1).close()
     cs = clips()
     if not cs:
         sys.exit("no real keyword recordings installed (apt-get install klettres-data asterisk-core-sounds-en-wav "
@@ -49,6 +53,10 @@ def main(bundles: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    main(sys.argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundles", nargs="+", metavar="BUNDLE", help="keyword-spotting bundles written by edgeft export")
+    args = ap.parse_args()
+    try:
+        main(args.bundles)
+    except EdgeftError as e:          # a missing or broken bundle: one line, exit 2
+        ap.error(str(e).splitlines()[0])

@@ -989,3 +989,19 @@ def test_make_kws_refuses_a_folder_it_did_not_make(cli, tmp_path):
     r = cli("data", "make-kws", "--out", d)
     assert r.code == 2 and "other files in it" in r.err and r.err.count("\n") == 1, r.err
     assert (d / "notes.txt").read_text() == "keep me" and not (tmp_path / "mine.partial").exists()
+
+
+def test_real_voices_benchmark_names_a_missing_bundle_in_one_line(tmp_path):
+    """benchmarks/kws_real_voices.py with a folder that is no bundle: argparse's one error line naming it, exit 2,
+    nothing on stdout (no clip is decoded); --help works."""
+    import subprocess
+    import sys
+
+    script = str(REPO_RECIPES.parent / "benchmarks" / "kws_real_voices.py")
+    r = subprocess.run([sys.executable, script, str(tmp_path / "no-bundle")], capture_output=True, text=True,
+                       timeout=120)
+    err = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and r.stdout == "" and len(err) == 1 and "no-bundle" in err[0]
+    assert "edgeft export" in err[0] and "Traceback" not in r.stderr
+    h = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
+    assert h.returncode == 0 and "BUNDLE" in h.stdout
