@@ -13,6 +13,7 @@ per clip. Twelve clips from six speakers: a smoke check of real voices, not an a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -30,15 +31,14 @@ def clips() -> list[tuple[str, str, Path]]:
 
 
 def main(bundles: list[str]) -> None:
-    for b in bundles:                 # every bundle opens before anything is printed
-        runtime.load(b, threads=1).close()
-    cs = clips()
-    if not cs:
-        sys.exit("no real keyword recordings installed (apt-get install klettres-data asterisk-core-sounds-en-wav "
-                 "alsa-utils hedgewars-data)")
-    print(f"machine: {cpu_model()}, 1 thread; {len(cs)} clips: " + ", ".join(c[0] for c in cs))
-    for b in bundles:
-        with runtime.load(b, threads=1) as m:
+    with contextlib.ExitStack() as stack:
+        models = [(b, stack.enter_context(runtime.load(b, threads=1))) for b in bundles]   # all open first
+        cs = clips()
+        if not cs:
+            sys.exit("no real keyword recordings installed (apt-get install klettres-data asterisk-core-sounds-en-wav "
+                     "alsa-utils hedgewars-data)")
+        print(f"machine: {cpu_model()}, 1 thread; {len(cs)} clips: " + ", ".join(c[0] for c in cs))
+        for b, m in models:
             det = KwsDetector(m, "window")
             hits, cells = 0, []
             for name, want, path in cs:
