@@ -112,7 +112,8 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool, positi
                     for cms in [det.confirm * det.hop_ms] if confirm_ms is None else confirm_ms:
                         ch = int(round(cms / det.hop_ms))
                         posts[f" @ smoothing {hops * det.hop_ms:g} ms, confirm {ch * det.hop_ms:g} ms"] = {
-                            k: confirm_scores(smooth_posteriors(v, det.p_silence, hops), det.kw_idx, ch) for k, v in raw.items()}
+                            k: confirm_scores(smooth_posteriors(v, det.p_silence, hops), det.kw_idx, ch)
+                            for k, v in raw.items()}
             hop_s, ref, kw = det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx
         for suffix, post in posts.items():
             rows += _report(bundle + suffix, det, m.labels, s, post, hop_s, ref, kw)

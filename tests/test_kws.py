@@ -616,7 +616,8 @@ def test_threshold_sweep_without_the_other_language_prompts_stops_with_one_line(
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("opt,ms,valid", [("--smooth-ms", "0", "0 < MS <= 2000"), ("--smooth-ms", "-20", "0 < MS <= 2000"),
+@pytest.mark.parametrize("opt,ms,valid", [("--smooth-ms", "0", "0 < MS <= 2000"),
+                                          ("--smooth-ms", "-20", "0 < MS <= 2000"),
                                           ("--smooth-ms", "5000", "0 < MS <= 2000"),
                                           ("--confirm-ms", "-20", "0 <= MS <= 2000"),
                                           ("--confirm-ms", "5000", "0 <= MS <= 2000")])
