@@ -4,7 +4,7 @@ are. The bench reports one operating point per bundle (its threshold, FRR 10%); 
 stream that matters, so two models can be compared where their operating points differ. RESULTS.md §15d, §15e.
 
     python benchmarks/kws_threshold_sweep.py BUNDLE [BUNDLE...] [--data speech-commands-tts:test] [--seed 1234]
-        [--other-languages [--positives N]] [--smooth-ms MS [MS...]] [--confirm-ms MS [MS...]]
+        [--other-languages [--positives N]] [--smooth-ms MS [MS...]] [--confirm-ms MS [MS...]] [--ensemble]
 
 The streams are those of `edgeft bench --scenario audio_stream --profile dev` (same data, profile and seed: the
 bench's default seed is 1234), rebuilt into edgeft's cache; each bundle replays them with its own detector
@@ -23,6 +23,15 @@ only if its smoothed posterior is still at the threshold this long after reachin
 posteriors are replayed once, then averaged over each window as the detector does (the ring starts full of the
 posterior of silence) and confirmed (``runtime.kws.confirm_scores``); each combination is one row of the last table.
 
+``--ensemble`` (two or more bundles with the same labels and hop) adds one more detector: the mean of the bundles'
+raw posteriors, smoothed and confirmed as the first bundle's detector does (its smoothing, confirmation and
+refractory period; the ring starts from the mean posterior of silence), so that averaging seeds or models is
+measured on the same streams and operating points as each bundle alone (RESULTS.md §15i-j).
+
+With ``--other-languages`` each operating point also gives the **FRR at 1 FA/h** on both real-speech streams: the
+lowest threshold of the dense grid whose false accepts there are at most one per hour of that audio (2 in 2.59 h),
+and the positive stream's FRR at it: the DET curve's point that the issue's target names.
+
 ``--positives N`` fixes a second operating point on a longer positive stream: N test keywords (the dev profile's
 200 make FRR 10% a 20-miss point, 95% CI about 6-15%; the built-in set's test split has 548). With several bundles
 a last table gives one line per bundle and positive stream.
@@ -31,8 +40,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 from collections import Counter
+
+import numpy as np
 
 from edgeft import runtime
 from edgeft.bench.audio_data import (STREAM_SIZES, build_streams, data_fingerprint, load_stream,
@@ -93,36 +105,69 @@ def traced(dets: list[dict], segments: list[dict], top: int = 10) -> list[str]:
     return out
 
 
+def variants(raw: dict, det: KwsDetector, p_silence: np.ndarray, smooth_ms: list[float] | None,
+             confirm_ms: list[float] | None) -> dict:
+    """Each detector variant (smoothing window x confirmation delay; the bundle's own when both are None) applied
+    to raw per-hop posteriors: {row suffix: {stream: scores}}."""
+    posts = {}
+    for ms in smooth_ms or [det.smooth * det.hop_ms]:
+        hops = max(1, int(round(ms / det.hop_ms)))
+        for cms in [det.confirm * det.hop_ms] if confirm_ms is None else confirm_ms:
+            ch = int(round(cms / det.hop_ms))
+            suffix = "" if smooth_ms is None and confirm_ms is None else \
+                f" @ smoothing {hops * det.hop_ms:g} ms, confirm {ch * det.hop_ms:g} ms"
+            posts[suffix] = {k: confirm_scores(smooth_posteriors(v, p_silence, hops), det.kw_idx, ch)
+                             for k, v in raw.items()}
+    return posts
+
+
+def mean_posteriors(raws: list[dict], p_silences: list[np.ndarray]) -> tuple[dict, np.ndarray]:
+    """The ensemble of ``--ensemble``: per stream, the mean of the bundles' raw posteriors (same streams, same
+    hop, so the same number of hops), and the mean posterior of silence that starts the smoothing ring."""
+    for k in raws[0]:
+        shapes = {r[k].shape for r in raws}
+        if len(shapes) != 1:
+            raise ValueError(f"--ensemble: the bundles' posteriors on stream {k} differ in shape {sorted(shapes)}")
+    return ({k: np.mean([r[k] for r in raws], axis=0) for k in raws[0]},
+            np.mean(np.stack(p_silences), axis=0))
+
+
 def main(bundles: list[str], data: str, seed: int, other_languages: bool, positives: int | None = None,
-         smooth_ms: list[float] | None = None, confirm_ms: list[float] | None = None) -> None:
+         smooth_ms: list[float] | None = None, confirm_ms: list[float] | None = None,
+         ensemble: bool = False) -> None:
     print(f"machine: {cpu_model()}; streams: {data}, profile dev, seed {seed}")
-    s, rows = None, []
+    s, rows, ens = None, [], []
     for bundle in bundles:
         with runtime.load(bundle, threads=1) as m:
+            if ens and (m.labels != ens[0]["labels"] or KwsDetector(m, "window").hop_ms != ens[0]["det"].hop_ms):
+                print(f"error: --ensemble: {bundle} has other labels or another hop than {bundles[0]}; average "
+                      "bundles of the same keywords and front end (e.g. seeds of one recipe)", file=sys.stderr)
+                sys.exit(2)
             s = s or streams(data, m.labels, seed, other_languages, positives)
             det = KwsDetector(m, "window")
-            if not smooth_ms and confirm_ms is None:        # the bundle's own detector
+            if not smooth_ms and confirm_ms is None and not ensemble:        # the bundle's own detector
                 posts = {"": {k: replay(det, v["audio"])["scores"] for k, v in s.items()}}
             else:                           # raw posteriors once, then each detector variant on them
                 raw_det = KwsDetector(m, "window", smooth_ms=det.hop_ms)
                 raw = {k: replay(raw_det, v["audio"])["posteriors"] for k, v in s.items()}
-                posts = {}
-                for ms in smooth_ms or [det.smooth * det.hop_ms]:
-                    hops = max(1, int(round(ms / det.hop_ms)))
-                    for cms in [det.confirm * det.hop_ms] if confirm_ms is None else confirm_ms:
-                        ch = int(round(cms / det.hop_ms))
-                        posts[f" @ smoothing {hops * det.hop_ms:g} ms, confirm {ch * det.hop_ms:g} ms"] = {
-                            k: confirm_scores(smooth_posteriors(v, det.p_silence, hops), det.kw_idx, ch)
-                            for k, v in raw.items()}
+                posts = variants(raw, det, det.p_silence, smooth_ms, confirm_ms)
+                if ensemble:
+                    ens.append({"labels": m.labels, "det": det, "raw": raw, "p_silence": det.p_silence})
             hop_s, ref, kw = det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx
         for suffix, post in posts.items():
             rows += _report(bundle + suffix, det, m.labels, s, post, hop_s, ref, kw)
+    if ensemble:
+        raw, p_sil = mean_posteriors([e["raw"] for e in ens], [e["p_silence"] for e in ens])
+        det = ens[0]["det"]
+        for suffix, post in variants(raw, det, p_sil, smooth_ms, confirm_ms).items():
+            rows += _report(f"mean of {len(ens)} bundles" + suffix, det, ens[0]["labels"], s, post,
+                            det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx)
     if len(rows) > 1:    # one line per bundle and positive stream, for comparing seeds or variants side by side
         negs = [k for k in s if not k.startswith("positive")]
         print("\n| bundle | positive keywords | threshold for FRR <= 10% (FRR) | "
               + " | ".join(f"{k} false accepts" for k in negs) + " | FA/h, both [95% ub] | other languages: false "
-              "accepts at 0.5 / 0.7 / 0.85 | positive FRR at 0.5 / 0.7 |")
-        print("|---|---|---|" + "---|" * len(negs) + "---|---|---|")
+              "accepts at 0.5 / 0.7 / 0.85 | positive FRR at 0.5 / 0.7 | FRR at 1 FA/h (threshold) |")
+        print("|---|---|---|" + "---|" * len(negs) + "---|---|---|---|")
         print("\n".join(rows))
 
 
@@ -176,12 +221,26 @@ def _report(b: str, det: KwsDetector, labels: list[str], s: dict, post: dict, ho
                 print(f"    {line}")
         print(f"- both real-speech streams: {n_all} in {h_all:.2f} h = {n_all / h_all:.2f}/h "
               f"(95% upper bound {poisson_upper(n_all) / h_all:.2f}/h)")
+        t1, frr1, allowed = frr_at_one_fa_per_hour(lambda t: pscore(t, pk)["frr"],
+                                                   lambda t: sum(len(fas(k, t)) for k in negs), h_all)
+        print(f"- FRR at 1 FA/h on both real-speech streams (at most {allowed} false accepts in {h_all:.2f} h): "
+              + (f"{frr1:.3f} at threshold {t1}" if t1 is not None else "not reached on the dense grid"))
         rows.append(f"| {b} | {sp['positives']} | {th} ({sp['frr']:.3f}) | "
                     + " | ".join(str(len(fas(k, th))) for k in negs)
                     + f" | {n_all / h_all:.1f} [{poisson_upper(n_all) / h_all:.1f}] | "
                     + " / ".join(str(len(fas(OTHER, t))) for t in (0.5, 0.7, 0.85)) + " | "
-                    + " / ".join(f"{pscore(t, pk)['frr']:.3f}" for t in (0.5, 0.7)) + " |")
+                    + " / ".join(f"{pscore(t, pk)['frr']:.3f}" for t in (0.5, 0.7)) + " | "
+                    + (f"{frr1:.3f} ({t1})" if t1 is not None else "-") + " |")
     return rows
+
+
+def frr_at_one_fa_per_hour(frr_at, fa_count_at, hours: float, grid=DENSE_GRID) -> tuple:
+    """The DET curve's point at 1 false accept per hour: the lowest threshold of ``grid`` whose false accepts
+    (``fa_count_at(t)``) are at most floor(``hours``), and the positive FRR there (``frr_at(t)``). Returns
+    (threshold, frr, false accepts allowed); (None, None, allowed) when no threshold of the grid gets there."""
+    allowed = math.floor(hours + 1e-9)
+    ok = [t for t in sorted(grid) if fa_count_at(t) <= allowed]
+    return (ok[0], frr_at(ok[0]), allowed) if ok else (None, None, allowed)
 
 
 if __name__ == "__main__":
@@ -199,7 +258,13 @@ if __name__ == "__main__":
     ap.add_argument("--confirm-ms", type=float, nargs="+", default=None, metavar="MS",
                     help="compare these confirmation delays (ms; 0: none): a keyword fires only if still at the "
                          "threshold this long after reaching it (stream.confirm_ms)")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="also measure the mean of the bundles' raw posteriors as one detector (two or more "
+                         "bundles of the same labels, e.g. seeds of one recipe)")
     a = ap.parse_args()
+    if a.ensemble and len(a.bundles) < 2:
+        ap.error(f"--ensemble averages bundles, and {len(a.bundles)} was given: pass two or more bundles of the "
+                 "same keywords (e.g. seeds of one recipe)")
     if a.positives is not None and a.positives <= STREAM_SIZES["dev"][0]:
         ap.error(f"--positives {a.positives}: give more than the dev profile's {STREAM_SIZES['dev'][0]} keywords "
                  "(e.g. --positives 548, every keyword of the built-in set's test split)")
@@ -209,4 +274,4 @@ if __name__ == "__main__":
     if a.confirm_ms is not None and any(not 0 <= v <= 2000 for v in a.confirm_ms):
         ap.error(f"--confirm-ms {' '.join(f'{v:g}' for v in a.confirm_ms)}: each is a delay in ms, valid is "
                  "0 <= MS <= 2000 (0: no confirmation; e.g. --confirm-ms 0 300)")
-    main(a.bundles, a.data, a.seed, a.other_languages, a.positives, a.smooth_ms, a.confirm_ms)
+    main(a.bundles, a.data, a.seed, a.other_languages, a.positives, a.smooth_ms, a.confirm_ms, a.ensemble)

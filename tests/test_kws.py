@@ -637,6 +637,74 @@ def test_threshold_sweep_smoothing_and_confirmation_are_checked(tmp_path, opt, m
     assert valid in err[0] and "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
 
 
+def _sweep_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "kws_threshold_sweep", REPO_RECIPES.parent / "benchmarks" / "kws_threshold_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    return sweep
+
+
+def test_threshold_sweep_reports_the_frr_at_one_false_accept_per_hour(capsys):
+    """The sweep's DET point at 1 FA/h on both real-speech streams (2 h here: at most 2 false accepts): the
+    lowest threshold of the dense grid that allows no more, and the positive FRR there; and --ensemble's mean of
+    raw posteriors. Synthetic posteriors with known peaks, so the expected point is computed by hand."""
+    from types import SimpleNamespace
+
+    sweep = _sweep_module()
+    labels, kw, hop = ["yes", "no", "_unknown_", "_silence_"], [0, 1], 0.02
+
+    def stream(seconds, peaks, label=0):        # one peak of `label` per 5 s, held 10 hops, else silence
+        p = np.zeros((int(seconds / hop), 4), np.float32)
+        p[:, 3] = 1.0
+        events = []
+        for i, v in enumerate(peaks):
+            j = int((5 + 5 * i) / hop)
+            p[j:j + 10] = 0.0
+            p[j:j + 10, label], p[j:j + 10, 2] = v, 1 - v
+            events.append({"label": labels[label], "start_s": 5 + 5 * i - 0.8, "end_s": 5 + 5 * i + 0.1})
+        return p, events
+
+    pos, ev = stream(60, [0.3 + 0.07 * i for i in range(10)])       # 0.30 ... 0.93: five of them below 0.6
+    real, _ = stream(3600, [0.5, 0.6, 0.7], label=1)                  # "no" fired on real speech
+    other, _ = stream(3600, [0.55, 0.65])
+    s = {"positive": {"truth": {"events": ev, "length_sec": 60.0}},
+         "negative_real": {"truth": {"events": [], "length_sec": 3600.0}},
+         sweep.OTHER: {"truth": {"events": [], "length_sec": 3600.0, "segments": []}}}
+    post = {"positive": pos, "negative_real": real, sweep.OTHER: other}
+    rows = sweep._report("b", SimpleNamespace(threshold=0.5), labels, s, post, hop, 1.0, kw)
+    out = capsys.readouterr().out
+    # 5 false accepts >= 0.5; at most 2 from the first grid point above 0.6 (0.605), where 0.30-0.58 are missed
+    assert "- FRR at 1 FA/h on both real-speech streams (at most 2 false accepts in 2.00 h): 0.500 at threshold " \
+           "0.605" in out
+    assert rows[0].endswith("| 0.500 (0.605) |")
+    t, frr, allowed = sweep.frr_at_one_fa_per_hour(lambda t: 0.1, lambda t: 9, 2.59)
+    assert (t, frr, allowed) == (None, None, 2)
+    # --ensemble: the mean of two bundles' raw posteriors, and the mean posterior of silence
+    raw, p_sil = sweep.mean_posteriors([{"a": pos}, {"a": 1 - pos}], [np.eye(4)[3], np.eye(4)[2]])
+    assert np.allclose(raw["a"], 0.5) and np.allclose(p_sil, [0, 0, 0.5, 0.5])
+    with pytest.raises(ValueError, match="differ in shape"):
+        sweep.mean_posteriors([{"a": pos}, {"a": pos[:-1]}], [np.eye(4)[3]] * 2)
+
+
+def test_threshold_sweep_ensemble_needs_two_bundles(tmp_path):
+    """--ensemble with one bundle has nothing to average: argparse's one error line, exit 2, before any bundle is
+    opened or stream built."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EDGEFT_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, str(REPO_RECIPES.parent / "benchmarks" / "kws_threshold_sweep.py"),
+                        str(tmp_path / "no-bundle"), "--ensemble"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    err = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert r.returncode == 2 and r.stdout == "" and len(err) == 1 and "--ensemble" in err[0]
+    assert "two or more bundles" in err[0] and "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
+
+
 def test_threshold_sweep_positives_must_exceed_the_dev_profile(tmp_path):
     """--positives N at or below the dev profile's 200 keywords would add nothing: argparse's error, exit 2, before
     any bundle is opened or stream built."""
