@@ -137,12 +137,17 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool, positi
          ensemble: bool = False) -> None:
     print(f"machine: {cpu_model()}; streams: {data}, profile dev, seed {seed}")
     s, rows, ens = None, [], []
+    if ensemble:            # before minutes of replays: every bundle must give posteriors of the same shape
+        seen = []
+        for bundle in bundles:
+            with runtime.load(bundle, threads=1) as m:
+                seen.append((m.labels, KwsDetector(m, "window").hop_ms))
+                if seen[-1] != seen[0]:
+                    print(f"error: --ensemble: {bundle} has other labels or another hop than {bundles[0]}; average "
+                          "bundles of the same keywords and front end (e.g. seeds of one recipe)", file=sys.stderr)
+                    sys.exit(2)
     for bundle in bundles:
         with runtime.load(bundle, threads=1) as m:
-            if ens and (m.labels != ens[0]["labels"] or KwsDetector(m, "window").hop_ms != ens[0]["det"].hop_ms):
-                print(f"error: --ensemble: {bundle} has other labels or another hop than {bundles[0]}; average "
-                      "bundles of the same keywords and front end (e.g. seeds of one recipe)", file=sys.stderr)
-                sys.exit(2)
             s = s or streams(data, m.labels, seed, other_languages, positives)
             det = KwsDetector(m, "window")
             if not smooth_ms and confirm_ms is None and not ensemble:        # the bundle's own detector

@@ -705,6 +705,24 @@ def test_threshold_sweep_ensemble_needs_two_bundles(tmp_path):
     assert "two or more bundles" in err[0] and "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
 
 
+def test_threshold_sweep_ensemble_of_other_keywords_stops_before_replaying(monkeypatch, capsys):
+    """--ensemble of bundles with other labels (or another hop) cannot be averaged: one error line naming the
+    bundle, exit 2, checked on the manifests before any stream is built or replayed."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    sweep = _sweep_module()
+    models = {"a": SimpleNamespace(labels=["yes", "no", "_unknown_", "_silence_"]),
+              "b": SimpleNamespace(labels=["up", "down", "_unknown_", "_silence_"])}
+    monkeypatch.setattr(sweep.runtime, "load", lambda b, threads=1: nullcontext(models[b]))
+    monkeypatch.setattr(sweep, "KwsDetector", lambda m, mode: SimpleNamespace(hop_ms=20.0))
+    monkeypatch.setattr(sweep, "streams", lambda *a, **k: pytest.fail("streams built before the check"))
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["a", "b"], "speech-commands-tts:test", 1234, False, ensemble=True)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --ensemble: b has other labels")
+
+
 def test_threshold_sweep_positives_must_exceed_the_dev_profile(tmp_path):
     """--positives N at or below the dev profile's 200 keywords would add nothing: argparse's error, exit 2, before
     any bundle is opened or stream built."""
