@@ -242,7 +242,9 @@ def _report(b: str, det: KwsDetector, labels: list[str], s: dict, post: dict, ho
 def frr_at_one_fa_per_hour(frr_at, fa_count_at, hours: float, grid=DENSE_GRID) -> tuple:
     """The DET curve's point at 1 false accept per hour: the lowest threshold of ``grid`` whose false accepts
     (``fa_count_at(t)``) are at most floor(``hours``), and the positive FRR there (``frr_at(t)``). Returns
-    (threshold, frr, false accepts allowed); (None, None, allowed) when no threshold of the grid gets there."""
+    (threshold, frr, false accepts allowed); (None, None, allowed) when no threshold of the grid gets there.
+    Not ``kws_scoring.frr_at_fa``: that one also counts the positive stream's time between keywords as negative
+    audio (the bench's rule); here only the real-speech streams count, as RESULTS §15h-j report."""
     allowed = math.floor(hours + 1e-9)
     ok = [t for t in sorted(grid) if fa_count_at(t) <= allowed]
     return (ok[0], frr_at(ok[0]), allowed) if ok else (None, None, allowed)
