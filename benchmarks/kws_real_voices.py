@@ -35,8 +35,10 @@ def main(bundles: list[str]) -> None:
         models = [(b, stack.enter_context(runtime.load(b, threads=1))) for b in bundles]   # all open first
         cs = clips()
         if not cs:
-            sys.exit("no real keyword recordings installed (apt-get install klettres-data asterisk-core-sounds-en-wav "
-                     "alsa-utils hedgewars-data)")
+            print("error: no real keyword recording is installed (none of klettres-data's, "
+                  "asterisk-core-sounds-en-wav's, alsa-utils' or hedgewars-data's): apt-get install those packages "
+                  "and run it again", file=sys.stderr)
+            sys.exit(2)
         print(f"machine: {cpu_model()}, 1 thread; {len(cs)} clips: " + ", ".join(c[0] for c in cs))
         for b, m in models:
             det = KwsDetector(m, "window")

@@ -757,6 +757,28 @@ def test_per_keyword_threshold_benchmark_needs_exported_runs(tmp_path):
     assert "edgeft export" in err[0] and "Traceback" not in r.stderr and not (tmp_path / "cache").exists()
 
 
+def test_real_voices_benchmark_without_recordings_says_what_to_install(monkeypatch, capsys):
+    """No real keyword recording installed: one error line naming the packages, exit 2 (as the sweep's twin check),
+    after the bundles opened and before any clip is decoded."""
+    import importlib.util
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("kws_real_voices",
+                                                  REPO_RECIPES.parent / "benchmarks" / "kws_real_voices.py")
+    rv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rv)
+    opened = []
+    monkeypatch.setattr(rv.runtime, "load", lambda b, threads=1: opened.append(b) or nullcontext(SimpleNamespace()))
+    monkeypatch.setattr(rv, "clips", lambda: [])
+    monkeypatch.setattr(rv, "decode_with_sox", lambda p: pytest.fail("a clip decoded"))
+    with pytest.raises(SystemExit) as e:
+        rv.main(["a", "b"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and opened == ["a", "b"] and out == "" and err.count("\n") == 1
+    assert err.startswith("error: no real keyword recording is installed") and "klettres-data" in err
+
+
 def test_near_miss_words_and_phrases_from_the_lexicons():
     """Negatives one phoneme from a keyword, never a homophone or a word that begins with a keyword."""
     import numpy as np
