@@ -800,6 +800,51 @@ def test_near_miss_words_and_phrases_from_the_lexicons():
     assert lexicon.phrase(np.random.default_rng(0), common, sorted(every)) == ph      # seeded
 
 
+def test_keyword_prefixed_words_go_on_for_a_syllable():
+    """Words that begin with a keyword's whole pronunciation and add a syllable ("nobody", "going"), never the
+    keyword, a homophone or an inflection without a new syllable ("stops", "goes")."""
+    from edgeft.data import lexicon
+
+    if not lexicon.available():
+        pytest.skip("festlex-cmu / festlex-poslex not installed")
+    p = lexicon.keyword_prefixed(KEYWORDS)
+    assert {"nobody", "notice"} & set(p["no"]) and "going" in p["go"] and "upper" in p["up"]
+    assert "yesterday" in p["yes"] and "offer" in p["off"] and "stopping" in p["stop"]
+    every = {w for ws in p.values() for w in ws}
+    assert not every & {"stops", "goes", "know", "write", "rights", "downs", "nose", *KEYWORDS}
+    pr = lexicon.pronunciations()
+    for k, ws in p.items():
+        for w in ws:
+            assert any(len(a) > len(q) and a[:len(q)] == q and lexicon.VOWELS & set(a[len(q):])
+                       for a in pr[w] for q in pr[k]), (k, w)
+
+
+@needs_tts
+def test_keyword_prefixed_negatives_in_the_built_in_set(tmp_path):
+    """With prefixed_per_speaker / language_prefixed, English speakers say keyword-prefixed words and the other
+    languages' speakers pseudo-words that begin like a keyword, all _unknown_ and named like near-miss words."""
+    from edgeft.data import lexicon
+    from edgeft.data.audio import KEYWORD_ONSETS, near_miss_word, prefixed_pseudo_word
+
+    g = np.random.default_rng(3)
+    ws = [prefixed_pseudo_word(g) for _ in range(500)]
+    assert [prefixed_pseudo_word(np.random.default_rng(3)) for _ in range(1)] == ws[:1]          # seeded
+    assert {next(o for o in KEYWORD_ONSETS.values() if w.startswith(o)) for w in ws} == set(KEYWORD_ONSETS.values())
+    assert all(len(w) > len(o) + 1 for w in ws for o in KEYWORD_ONSETS.values() if w.startswith(o))
+    d = make_kws_tts(tmp_path / "sc", renditions=1, unknown_per_speaker=1, silence=2, dialects=["en-us"],
+                     variants=["m1"], flite_voices=[], real_unknown=False, festival=[], phrases_per_speaker=0,
+                     languages=["es"], language_speakers=1, language_words=1, language_phrases=0,
+                     prefixed_per_speaker=2, language_prefixed=3)
+    unk = sorted((d / "_unknown_").glob("*__nm-*.wav"))
+    en = {near_miss_word(f) for f in unk if f.name.startswith("es-en-us-m1__")}
+    xl = {near_miss_word(f) for f in unk if f.name.startswith("xl-es-")}
+    every = {w for ws in lexicon.keyword_prefixed(KEYWORDS).values() for w in ws} if lexicon.available() else set()
+    assert len(en & every) == (2 if every else 0) and len(xl) == 3
+    assert all(w.startswith(tuple(KEYWORD_ONSETS.values())) for w in xl)
+    m = json.loads((d / "manifest.json").read_text())["keyword_prefixed"]
+    assert m["per_english_speaker"] == 2 and m["per_other_language_speaker"] == 3 and set(m["words"]) == every
+
+
 def test_keyword_in_context_cut_ends_just_after_the_keyword():
     from edgeft.data.audio import SR, _in_context
 

@@ -276,6 +276,19 @@ def pseudo_word(g: np.random.Generator, syllables: tuple[int, int] = (2, 4)) -> 
     return "".join(syl) + (_PSEUDO_CODAS[int(g.integers(3))] if g.random() < 0.3 else "")
 
 
+# How a Latin-script voice spells the start of each keyword (what its reader says first), for prefixed pseudo-words.
+KEYWORD_ONSETS = {"yes": "ies", "no": "no", "up": "ap", "down": "dau", "left": "lef", "right": "rai", "on": "on",
+                  "off": "of", "stop": "sto", "go": "go"}
+
+
+def prefixed_pseudo_word(g: np.random.Generator, keywords=KEYWORDS) -> str:
+    """A pseudo-word that begins like a keyword and goes on for 1-2 more syllables ("nomeda", "stovi"), for a
+    foreign voice: the other-language words a "no" detector fires on (*nove*, *numero*, *novembre*) begin this
+    way. Keywords without an onset in ``KEYWORD_ONSETS`` are skipped."""
+    onsets = [KEYWORD_ONSETS[k] for k in keywords if k in KEYWORD_ONSETS]
+    return onsets[int(g.integers(len(onsets)))] + pseudo_word(g, (1, 2))
+
+
 def tts_dir() -> Path:
     from ..utils.io import cache_dir
 
@@ -388,7 +401,8 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
                  flite_voices=FLITE_VOICES, keywords=KEYWORDS, real_unknown: bool = True,
                  festival: list[str] | None = None, near_per_speaker: int = 3, phrases_per_speaker: int = 2,
                  context_per_speaker: int = 0, languages=UNKNOWN_LANGUAGES, language_speakers: int = 12,
-                 language_words: int = 2, language_phrases: int = 3) -> Path:
+                 language_words: int = 2, language_phrases: int = 3, prefixed_per_speaker: int = 0,
+                 language_prefixed: int = 0) -> Path:
     """Generate the built-in Speech-Commands-style set with espeak-ng + flite (deterministic, cached).
 
     Speakers are (engine, accent, voice variant); speed, pitch, placement, gain and noise (5-40 dB SNR) vary per
@@ -397,7 +411,7 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     ``_unknown_`` also gets, per speaker, ``near_per_speaker`` near-miss words (one phoneme from a keyword:
     "light", "town", "stock") and ``phrases_per_speaker`` 1 s cuts of phrases of common words with a near-miss
     word in them (continuous speech), from Festival's lexicons (``edgeft.data.lexicon``; none when those are not
-    installed). Homophones of keywords and words that begin with a keyword ("stops", "going") are never used.
+    installed). Homophones of keywords and words that begin with a keyword ("stops", "going") are never used there.
     Since phrases alone would teach "more than one word = _unknown_", each speaker also says
     ``context_per_speaker`` keywords between common words ("the market **left** in"), cut to the 1 s that ends
     0.15-0.45 s after the keyword, labelled as the keyword.
@@ -405,7 +419,15 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     Other-language speech: for each of ``languages`` (espeak-ng voices), ``language_speakers`` voice variants
     each say ``language_words`` pseudo-words alone and ``language_phrases`` 1 s cuts of pseudo-word phrases, read
     by the language's rules (``pseudo_word``), all ``_unknown_``: a detector hears other languages, and their
-    words that begin like a keyword (Italian *nove*, *numero* for "no") were most of its false accepts."""
+    words that begin like a keyword (Italian *nove*, *numero* for "no") were most of its false accepts.
+
+    Keyword-prefixed words (off by default): each English speaker says ``prefixed_per_speaker`` words that begin
+    with a keyword's whole pronunciation and go on for another syllable ("nobody", "going", "upper":
+    ``lexicon.keyword_prefixed``), each other-language speaker ``language_prefixed`` pseudo-words that begin with
+    a keyword-like syllable ("nove", "gomira": ``prefixed_pseudo_word``), all ``_unknown_`` and named like the
+    near-miss words (kept out of the streams, reported alone). They teach the rejection that the detector's
+    confirmation delay (``stream.confirm_ms``) looks for: the keyword's posterior should fall once the word goes
+    on."""
     from . import lexicon
     out = Path(out or tts_dir())
     if (out / "COMPLETE").is_file():
@@ -422,15 +444,24 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
     if tmp.exists():
         shutil.rmtree(tmp)
     near = sorted({w for ws in lexicon.confusables(keywords).values() for w in ws})
+    prefixed = {k: ws for k, ws in lexicon.keyword_prefixed(keywords).items() if ws} if prefixed_per_speaker else {}
     common = lexicon.common_words(keywords) if near else []
 
-    def extra_unknown(engine, voice, spk, n_near, n_phrases, n_context):
+    def extra_unknown(engine, voice, spk, n_near, n_phrases, n_context, n_prefixed):
         """(engine, voice, speaker, text, label, rendition, file stem "<word>_<n>" like every clip's): near-miss
         words and phrases as _unknown_,
         and keywords said between other words (so that "more than one word" is no cue for _unknown_)"""
         r = random.Random(f"{seed}:{spk}:near")
         out = [(engine, voice, spk, w, UNKNOWN, 0, f"{NEAR_MISS_STEM}{w}_0")
                for w in r.sample(near, min(n_near, len(near)))]
+        out_words = {j[3] for j in out}
+        rp, pick = random.Random(f"{seed}:{spk}:prefixed"), []
+        n_prefixed = min(n_prefixed, len({w for ws in prefixed.values() for w in ws} - out_words))
+        while len(pick) < n_prefixed:     # keywords equally often, then one of the words that begin with it
+            w = rp.choice(prefixed[rp.choice(sorted(prefixed))])
+            if w not in pick and w not in out_words:
+                pick.append(w)
+        out += [(engine, voice, spk, w, UNKNOWN, 0, f"{NEAR_MISS_STEM}{w}_0") for w in pick]
         g = np.random.default_rng(int(hashlib.sha1(f"{seed}|{spk}|phrases".encode()).hexdigest()[:12], 16))
         out += [(engine, voice, spk, lexicon.phrase(g, common, near), UNKNOWN, i, f"phrase_{i}")
                 for i in range(n_phrases if common else 0)]
@@ -452,7 +483,7 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
             for w in words:
                 jobs.append(("espeak", f"{dia}+{var}", spk, w, UNKNOWN, 0, f"{w}_0"))
             jobs += extra_unknown("espeak", f"{dia}+{var}", spk, near_per_speaker, phrases_per_speaker,
-                                  context_per_speaker)
+                                  context_per_speaker, prefixed_per_speaker)
     for lang in languages:        # other-language speech as _unknown_ (speakers "xl-<language>-<variant>")
         for var in random.Random(f"{seed}:{lang}:xl").sample(list(variants), min(language_speakers, len(variants))):
             spk = f"xl-{lang}-{var}"
@@ -461,6 +492,9 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
                      for i in range(language_words)]
             jobs += [("espeak", f"{lang}+{var}", spk, " ".join(pseudo_word(g) for _ in range(int(g.integers(3, 7)))),
                       UNKNOWN, i, f"phrase-xl_{i}") for i in range(language_phrases)]
+            gp = np.random.default_rng(int(hashlib.sha1(f"{seed}|{spk}|xl-prefixed".encode()).hexdigest()[:12], 16))
+            jobs += [("espeak", f"{lang}+{var}", spk, w, UNKNOWN, 0, f"{NEAR_MISS_STEM}{w}_0")
+                     for w in dict.fromkeys(prefixed_pseudo_word(gp, keywords) for _ in range(language_prefixed))]
     fest = festival_voices() if festival is None else festival
     voices = [("festival", v, f"fv-{v.split('_')[0] if v.endswith('diphone') else 'slt-hts'}") for v in fest] + \
         [("flite", v, f"fl-{v}") for v in flite_voices]
@@ -470,7 +504,8 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
                 jobs.append((engine, v, spk, w, w, r, f"{w}_{r}"))
         for w in UNKNOWN_WORDS:
             jobs.append((engine, v, spk, w, UNKNOWN, 0, f"{w}_0"))
-        jobs += extra_unknown(engine, v, spk, near_per_speaker * 8, phrases_per_speaker * 4, context_per_speaker * 4)
+        jobs += extra_unknown(engine, v, spk, near_per_speaker * 8, phrases_per_speaker * 4, context_per_speaker * 4,
+                              prefixed_per_speaker * 8)
 
     def run(job):
         engine, voice, spk, word, label, r, stem = job
@@ -520,6 +555,8 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
                                    "clips": sum(j[2].startswith("xl-") for j in jobs),
                                    "note": "pseudo-words read by espeak-ng's voice for each language"},
         "keyword_in_context_clips": sum(j[6].startswith("ctx-") for j in jobs),
+        "keyword_prefixed": {"per_english_speaker": prefixed_per_speaker, "per_other_language_speaker":
+                             language_prefixed, "words": sorted({w for ws in prefixed.values() for w in ws})},
         "lexicons": [str(lexicon.CMU), str(lexicon.WSJ)] if near else None, "real_unknown_clips": sum(real.values()) if real else 0,
         "real_unknown_sources": real, "real_noise_files": real_noise,
         "real_keyword_clips": {"klettres (not English)": sum(1 for w in keywords for _ in (tmp / w).glob("kl-*.wav")),

@@ -89,6 +89,28 @@ def confusables(keywords) -> dict[str, list[str]]:
     return out
 
 
+VOWELS = frozenset("aa ae ah ao aw ay eh er ey ih iy ow oy uh uw".split())
+
+
+def keyword_prefixed(keywords) -> dict[str, list[str]]:
+    """keyword -> common words that begin with its whole pronunciation and go on for at least one more syllable
+    ("nobody", "notice" for "no"; "going"; "upper"; "yesterday"), most common first. A detector that decides when the
+    audio ends cannot tell them from the keyword, but one that confirms its decision a few hundred ms later
+    (``stream.confirm_ms``) can: the extra syllable is in its window by then. Inflections without a new syllable
+    ("stops", "goes") are left out: they end too soon after the keyword. Empty lists without the lexicons."""
+    if not available():
+        return {k: [] for k in keywords}
+    pr, sc = pronunciations(), word_scores()
+    kws = {k.lower() for k in keywords}
+    out = {}
+    for k in keywords:
+        kp = pr.get(k.lower(), frozenset())
+        cand = [(sc[w], w) for w, ps in pr.items() if w in sc and w not in kws
+                and any(len(p) > len(q) and p[:len(q)] == q and VOWELS & set(p[len(q):]) for p in ps for q in kp)]
+        out[k] = [w for _, w in sorted(cand, key=lambda t: (-t[0], t[1]))]
+    return out
+
+
 def common_words(keywords, n: int = 2000) -> list[str]:
     """The ``n`` most common words of the WSJ lexicon that have a pronunciation and do not sound like a keyword."""
     if not available():
