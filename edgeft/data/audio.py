@@ -445,6 +445,7 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
         shutil.rmtree(tmp)
     near = sorted({w for ws in lexicon.confusables(keywords).values() for w in ws})
     prefixed = {k: ws for k, ws in lexicon.keyword_prefixed(keywords).items() if ws} if prefixed_per_speaker else {}
+    prefixed_words = {w for ws in prefixed.values() for w in ws}
     common = lexicon.common_words(keywords) if near else []
 
     def extra_unknown(engine, voice, spk, n_near, n_phrases, n_context, n_prefixed):
@@ -456,7 +457,7 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
                for w in r.sample(near, min(n_near, len(near)))]
         out_words = {j[3] for j in out}
         rp, pick = random.Random(f"{seed}:{spk}:prefixed"), []
-        n_prefixed = min(n_prefixed, len({w for ws in prefixed.values() for w in ws} - out_words))
+        n_prefixed = min(n_prefixed, len(prefixed_words - out_words))
         while len(pick) < n_prefixed:     # keywords equally often, then one of the words that begin with it
             w = rp.choice(prefixed[rp.choice(sorted(prefixed))])
             if w not in pick and w not in out_words:
@@ -556,7 +557,7 @@ def make_kws_tts(out: Path | None = None, seed: int = 0, renditions: int = 2, un
                                    "note": "pseudo-words read by espeak-ng's voice for each language"},
         "keyword_in_context_clips": sum(j[6].startswith("ctx-") for j in jobs),
         "keyword_prefixed": {"per_english_speaker": prefixed_per_speaker, "per_other_language_speaker":
-                             language_prefixed, "words": sorted({w for ws in prefixed.values() for w in ws})},
+                             language_prefixed, "words": sorted(prefixed_words)},
         "lexicons": [str(lexicon.CMU), str(lexicon.WSJ)] if near else None, "real_unknown_clips": sum(real.values()) if real else 0,
         "real_unknown_sources": real, "real_noise_files": real_noise,
         "real_keyword_clips": {"klettres (not English)": sum(1 for w in keywords for _ in (tmp / w).glob("kl-*.wav")),
