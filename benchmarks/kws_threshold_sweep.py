@@ -166,7 +166,7 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool, positi
         det = ens[0]["det"]
         for suffix, post in variants(raw, det, p_sil, smooth_ms, confirm_ms).items():
             rows += _report(f"mean of {len(ens)} bundles" + suffix, det, ens[0]["labels"], s, post,
-                            det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx)
+                            det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx, own=False)
     if len(rows) > 1:    # one line per bundle and positive stream, for comparing seeds or variants side by side
         negs = [k for k in s if not k.startswith("positive")]
         print("\n| bundle | positive keywords | threshold for FRR <= 10% (FRR) | "
@@ -177,9 +177,10 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool, positi
 
 
 def _report(b: str, det: KwsDetector, labels: list[str], s: dict, post: dict, hop_s: float, ref: float,
-            kw: list[int]) -> list[str]:
+            kw: list[int], own: bool = True) -> list[str]:
     """One bundle (and smoothing window): the fixed-threshold table and, with the other-language stream, the
-    operating points; returns its rows of the last table."""
+    operating points (and, with ``own``, the point at the bundle's own calibrated threshold); returns its rows of
+    the last table."""
     rows = []
     negs = [k for k in s if not k.startswith("positive")]
     hours = {k: s[k]["truth"]["length_sec"] / 3600 for k in negs}
@@ -230,6 +231,11 @@ def _report(b: str, det: KwsDetector, labels: list[str], s: dict, post: dict, ho
                                                    lambda t: sum(len(fas(k, t)) for k in negs), h_all)
         print(f"- FRR at 1 FA/h on both real-speech streams (at most {allowed} false accepts in {h_all:.2f} h): "
               + (f"{frr1:.3f} at threshold {t1}" if t1 is not None else "not reached on the dense grid"))
+        if own:                 # what the bundle ships: its threshold, calibrated blind on its validation streams
+            n_own = sum(len(fas(k, det.threshold)) for k in negs)
+            print(f"- at the bundle's own (calibrated) threshold {det.threshold:.3f}: FRR "
+                  f"{pscore(det.threshold, pk)['frr']:.3f}, {n_own} false accepts in {h_all:.2f} h = "
+                  f"{n_own / h_all:.2f}/h")
         rows.append(f"| {b} | {sp['positives']} | {th} ({sp['frr']:.3f}) | "
                     + " | ".join(str(len(fas(k, th))) for k in negs)
                     + f" | {n_all / h_all:.1f} [{poisson_upper(n_all) / h_all:.1f}] | "

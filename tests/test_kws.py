@@ -355,7 +355,8 @@ stream: {{calibration_minutes: 0.5}}
         assert m["streaming_model"]["new_frames"] == 2 and m["parity"]["streaming"]["max_abs_diff"] < 1e-4
         cal = m["stream"]["calibration"]          # each bundle's own threshold, from the validation streams
         assert m["stream"]["threshold"] == cal["threshold"] and cal["target_fa_per_hour"] == 1.0
-        assert cal["fa"] <= cal["fa_allowed"] or not cal["met"]
+        within = cal["fa"] <= cal["fa_allowed"] and cal["substitutions"] <= cal["substitutions_allowed"]
+        assert within or not cal["met"]
         assert "val split" in cal["stream"]["negative"] and cal["positive_keywords"] > 0
         nm = cal["near_miss_words"]               # left out of the budget, reported: how many fire at the threshold
         assert nm["clips"] > 0 and len(nm["worst"]) == min(nm["fire_at_threshold"], 8)
@@ -680,6 +681,10 @@ def test_threshold_sweep_reports_the_frr_at_one_false_accept_per_hour(capsys):
     assert "- FRR at 1 FA/h on both real-speech streams (at most 2 false accepts in 2.00 h): 0.500 at threshold " \
            "0.605" in out
     assert rows[0].endswith("| 0.500 (0.605) |")
+    # what the bundle ships, at its own threshold (0.5): 7 of 10 keywords, 3 + 2 false accepts in 2 h
+    assert "- at the bundle's own (calibrated) threshold 0.500: FRR 0.300, 5 false accepts in 2.00 h = 2.50/h" in out
+    sweep._report("b", SimpleNamespace(threshold=0.5), labels, s, post, hop, 1.0, kw, own=False)
+    assert "own (calibrated)" not in capsys.readouterr().out
     t, frr, allowed = sweep.frr_at_one_fa_per_hour(lambda t: 0.1, lambda t: 9, 2.59)
     assert (t, frr, allowed) == (None, None, 2)
     # --ensemble: the mean of two bundles' raw posteriors, and the mean posterior of silence
@@ -946,6 +951,40 @@ def test_fa_at_frr_and_threshold_calibration():
     assert c["met"] and c["fa_allowed"] == 1 and c["fa"] == 1 and 0.62 < c["threshold"] <= 0.75
     c = choose_threshold(pos, neg[: int(900 / hop)], truth, 900.0, labels, kw, hop, 1.0, target_fa_per_hour=1.0)
     assert c["fa_allowed"] == 0 and c["fa"] == 0 and 0.5 < c["threshold"] <= 0.55   # 15 min: no false accept
+
+
+def test_calibration_budgets_substitutions_per_keyword_not_per_hour():
+    """A wrong keyword fired while a keyword is said is a substitution: it is budgeted per keyword said
+    (max_substitution_rate), apart from the false accepts per hour of non-keyword audio, which it would otherwise
+    dominate (a validation stream has minutes of gaps between its keywords)."""
+    from edgeft.bench.kws_scoring import choose_threshold
+
+    pos, neg, truth, labels, kw, hop = _toy_det_curve()
+    labels, kw = labels + ["no"], kw + [3]
+    pos, neg = np.pad(pos, ((0, 0), (0, 1))), np.pad(neg, ((0, 0), (0, 1)))
+    pos[int(10.0 / hop)] = [0, 0.1, 0, 0.9]         # "no" scores 0.9 while the first "yes" (0.55, at 10.6 s) is said
+    c = choose_threshold(pos, neg, truth, 3600.0, labels, kw, hop, 0.5, max_substitution_rate=0.1)
+    assert c["met"] and (c["substitutions_allowed"], c["substitutions"], c["fa_allowed"], c["fa"]) == (1, 1, 1, 1)
+    assert 0.62 < c["threshold"] <= 0.75 and c["keywords"] == 10     # as without the substitution
+    c = choose_threshold(pos, neg, truth, 3600.0, labels, kw, hop, 0.5, max_substitution_rate=0.0)
+    assert c["met"] and (c["substitutions_allowed"], c["substitutions"], c["fa"]) == (0, 0, 0) and c["threshold"] > 0.9
+    c = choose_threshold(pos, neg, truth, 3600.0, labels, kw, hop, 0.5, max_substitution_rate=0.0,
+                         thresholds=[0.5, 0.8])
+    assert not c["met"] and c["threshold"] == 0.8 and "1 substitutions" in c["note"]
+
+
+def test_max_substitution_rate_out_of_range_is_one_clear_error(tmp_path, cli):
+    from edgeft.errors import RecipeError
+    from edgeft.recipe import load_recipe
+
+    assert load_recipe(REPO_RECIPES / "kws" / "dscnn_s.yaml",
+                       ["stream.max_substitution_rate=0.05"]).stream.max_substitution_rate == 0.05
+    with pytest.raises(RecipeError, match="stream.max_substitution_rate"):
+        load_recipe(REPO_RECIPES / "kws" / "dscnn_s.yaml", ["stream.max_substitution_rate=2"])
+    r = cli("finetune", "--recipe", "kws/dscnn_s", "--out", tmp_path / "run",
+            "--set", "stream.max_substitution_rate=-1")
+    assert r.code == 2 and "stream.max_substitution_rate" in r.err and r.err.count("\n") == 1, r.err
+    assert not (tmp_path / "run").exists()
 
 
 def test_clip_peaks_keeps_each_clip_to_itself():

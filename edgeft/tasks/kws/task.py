@@ -254,7 +254,8 @@ class Task(TorchClassification):
             pp, pn = scores(st["positive"]["audio"]), scores(st["negative"]["audio"])
             peaks = clip_peaks(scores, [x for _, x in near], kw_idx, hop) if near else []
         c = choose_threshold(pp, pn, st["positive"]["truth"], st["negative"]["truth"]["length_sec"], labels, kw_idx,
-                             hop / lm.sample_rate, sc.refractory_s, target_fa_per_hour=sc.target_fa_per_hour)
+                             hop / lm.sample_rate, sc.refractory_s, target_fa_per_hour=sc.target_fa_per_hour,
+                             max_substitution_rate=sc.max_substitution_rate)
         stream["threshold"] = float(c["threshold"])
         stream["calibration"] = {
             **c, "recipe_threshold": sc.threshold, "runner": how,
@@ -264,8 +265,9 @@ class Task(TorchClassification):
             **({"near_miss_words": {**near_miss_report([n for n, _ in near], peaks, labels, c["threshold"]),
                                     "note": "not in the false-accept budget (stream.calibration_near_misses: false)"}}
                if near else {}),
-            "rule": "the lowest threshold whose false accepts on the validation streams are at most "
-                    "target_fa_per_hour x their negative hours"}
+            "rule": "the lowest threshold whose false accepts in the validation streams' non-keyword audio are at "
+                    "most target_fa_per_hour x its hours, and whose substitutions (a wrong keyword fired while a "
+                    "keyword is said) are at most max_substitution_rate x the keywords said"}
         return stream
 
     def extra_manifest(self, recipe) -> dict:
