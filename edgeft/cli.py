@@ -943,6 +943,35 @@ def listen(
     log.next_step(f"edgeft bench {bundle} --scenario audio_stream")
 
 
+@app.command()
+def calibrate(
+    bundle: Path = typer.Argument(..., help="keyword-spotting bundle (its manifest is rewritten in place)"),
+    stream: List[Path] = typer.Option(..., "--stream", help="a .wav recorded where the detector will run, with its "
+                                      "truth .json beside it (events: label, start_s, end_s; [] for audio without "
+                                      "keywords); repeat for several"),
+    target_fa_per_hour: float = typer.Option(1.0, "--target-fa-per-hour",
+                                             help="false accepts allowed per hour of audio without keywords"),
+    max_substitution_rate: float = typer.Option(0.01, "--max-substitution-rate",
+                                                help="share of keywords said that may fire as another keyword"),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="ed25519 private key: sign the manifest "
+                                            "again (required for a signed bundle)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+):
+    """Choose a keyword bundle's detection threshold again, on your own streams: edgeft calibrate BUNDLE --stream
+    room.wav --stream keywords.wav"""
+    from .bench.kws_calibrate import calibrate as run_calibrate
+
+    c = run_calibrate(bundle, stream, target_fa_per_hour=target_fa_per_hour,
+                      max_substitution_rate=max_substitution_rate, sign_key=sign_key, threads=threads)
+    fa_h = f"{c['fa_per_hour']:.2f}/h" if c["fa_per_hour"] is not None else "-"
+    log.result(f"{bundle}: threshold {c['previous']['threshold']} -> {c['threshold']} on {c['audio_hours'] * 60:.1f} "
+               f"min of audio ({c['keywords']} keywords, {c['negative_hours'] * 60:.1f} min without keywords): FRR "
+               f"{c['frr']:.3f}, {c['fa']} false accept(s) = {fa_h} (allowed {c['fa_allowed']}), {c['substitutions']} "
+               f"substitution(s) (allowed {c['substitutions_allowed']})"
+               + ("" if c["met"] else f"; NOT MET: {c['note']}"))
+    log.next_step(f"edgeft listen {bundle} --source talk.wav")
+
+
 @data_app.command("make-kws")
 def data_make_kws(out: Optional[Path] = typer.Option(None, "--out", "-o", help="default ~/.cache/edgeft/..."),
                   seed: int = typer.Option(0, "--seed")):

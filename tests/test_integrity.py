@@ -569,3 +569,24 @@ print("not interrupted")
                        preexec_fn=_default_sigint, timeout=60)
     assert r.returncode == 0 and "KeyboardInterrupt after commit" in r.stdout, r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_calibrate_refuses_bad_arguments_before_touching_the_bundle(cli, ort_bundle, tmp_path):
+    """`edgeft calibrate`'s arguments: each bad one is one line and exit 2, and the bundle is left byte for byte."""
+    b = _copy(ort_bundle, tmp_path / "b")
+    before = (b / "manifest.json").read_bytes()
+    wav = tmp_path / "s.wav"
+    from edgeft.data.audio import write_wav
+    write_wav(wav, np.zeros(16000, np.float32))
+    (tmp_path / "s.json").write_text('{"events": []}')
+    for args, needle in (
+            (["--target-fa-per-hour", "0"], "--target-fa-per-hour 0: it must be > 0"),
+            (["--max-substitution-rate", "2"], "--max-substitution-rate 2: valid is 0 to 1"),
+            (["--threads", "0"], "--threads"),
+            (["--sign-key", tmp_path / "nokey"], "nokey")):
+        assert one_line_error(cli("calibrate", b, "--stream", wav, *args), needle), (args, needle)
+    assert one_line_error(cli("calibrate", tmp_path / "nope", "--stream", wav), "does not exist")
+    assert one_line_error(cli("calibrate", b, "--stream", wav), "is a 'image_cls' bundle")
+    r = cli("calibrate", b)
+    assert r.code == 2 and "--stream" in r.err and r.err.count("\n") == 1, r.err
+    assert (b / "manifest.json").read_bytes() == before
