@@ -160,7 +160,7 @@ def main(bundles: list[str], data: str, seed: int, other_languages: bool, positi
                     ens.append({"labels": m.labels, "det": det, "raw": raw, "p_silence": det.p_silence})
             hop_s, ref, kw = det.hop / det.model.lm.sample_rate, det.refractory_s, det.kw_idx
         for suffix, post in posts.items():
-            rows += _report(bundle + suffix, det, m.labels, s, post, hop_s, ref, kw)
+            rows += _report(bundle + suffix, det, m.labels, s, post, hop_s, ref, kw, own=not suffix)
     if ensemble:
         raw, p_sil = mean_posteriors([e["raw"] for e in ens], [e["p_silence"] for e in ens])
         det = ens[0]["det"]

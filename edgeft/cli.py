@@ -954,7 +954,7 @@ def calibrate(
     max_substitution_rate: float = typer.Option(0.01, "--max-substitution-rate",
                                                 help="share of keywords said that may fire as another keyword"),
     sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="ed25519 private key: sign the manifest "
-                                            "again (required for a signed bundle)"),
+                                            "(a signed bundle: required, the key that signed it)"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
 ):
     """Choose a keyword bundle's detection threshold again, on your own streams: edgeft calibrate BUNDLE --stream
@@ -967,8 +967,7 @@ def calibrate(
     log.result(f"{bundle}: threshold {c['previous']['threshold']} -> {c['threshold']} on {c['audio_hours'] * 60:.1f} "
                f"min of audio ({c['keywords']} keywords, {c['negative_hours'] * 60:.1f} min without keywords): FRR "
                f"{c['frr']:.3f}, {c['fa']} false accept(s) = {fa_h} (allowed {c['fa_allowed']}), {c['substitutions']} "
-               f"substitution(s) (allowed {c['substitutions_allowed']})"
-               + ("" if c["met"] else f"; NOT MET: {c['note']}"))
+               f"substitution(s) (allowed {c['substitutions_allowed']})")
     log.next_step(f"edgeft listen {bundle} --source talk.wav")
 
 

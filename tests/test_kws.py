@@ -328,7 +328,7 @@ def test_speech_commands_layout_splits_and_skips(tiny_kws_data, tmp_path):
 
 @pytest.mark.slow
 @needs_tts
-def test_kws_finetune_export_stream_listen_bench(tiny_kws_data, tmp_path, cli):
+def test_kws_finetune_export_stream_listen_bench(tiny_kws_data, tmp_path, cli, monkeypatch):
     recipe = tmp_path / "k.yaml"
     recipe.write_text(f"""
 _base_: {REPO_RECIPES / '_base' / 'kws.yaml'}
@@ -452,59 +452,92 @@ stream: {{calibration_minutes: 0.5}}
     hits = int(r.out.split("scored against talk.json: ")[1].split("/")[0])
     n_det = int(r.out.split(" detection(s)")[0].split()[-1])
     assert 0 <= hits <= min(4, n_det) and "FA/h" in r.out
-    # edgeft calibrate: the threshold chosen again on the user's own streams (talk.wav with its 4 keywords, a room
-    # with none), written into the manifest in place; listen, scoring hop by hop, agrees with it at the new threshold
-    write_wav(tmp_path / "room.wav", np.random.default_rng(1).standard_normal(16000 * 30).astype(np.float32) * 0.05)
-    (tmp_path / "room.json").write_text('{"events": []}')
-    m_before = json.loads((b / "manifest.json").read_text())
-    r = cli("calibrate", b, "--stream", tmp_path / "talk.wav", "--stream", tmp_path / "room.wav",
-            "--target-fa-per-hour", "60")
-    assert r.code == 0, r.err
-    m = json.loads((b / "manifest.json").read_text())
-    cal = m["stream"]["calibration"]
-    assert cal["by"] == "edgeft calibrate" and cal["streams"] == ["talk.wav", "room.wav"] and cal["keywords"] == 4
-    assert cal["previous"] == {"threshold": m_before["stream"]["threshold"], "by": "edgeft export"}
-    assert m["stream"]["threshold"] == cal["threshold"] and m["files"] == m_before["files"]   # model files as they were
-    assert f"-> {cal['threshold']}" in r.out and cal["target_fa_per_hour"] == 60
-    r = cli("listen", b, "--source", tmp_path / "talk.wav", "--asfast", "--mode", "window")
-    assert r.code == 0 and f"{round((1 - cal['frr']) * 4)}/4 keywords detected" in r.out, (cal, r.out)
-    from edgeft.bench.audio_data import load_stream
-    from edgeft.bench.kws_calibrate import stream_scores
+    # edgeft calibrate: a threshold chosen again on the user's own streams (talk.wav with its 4 keywords, a room
+    # with none). First, what it thresholds = the detector's scores (replay), stream after stream
+    import edgeft.bench.kws_calibrate as kc
 
-    with runtime.load(b) as model:      # what calibrate thresholds = the detector's scores, stream after stream
+    write_wav(tmp_path / "room.wav", np.random.default_rng(1).standard_normal(16000 * 90).astype(np.float32) * 0.05)
+    (tmp_path / "room.json").write_text('{"events": []}')
+    with runtime.load(b) as model:
         det = KwsDetector(model, "window")
-        room, talk = load_stream(str(tmp_path / "room.wav")), load_stream(str(tmp_path / "talk.wav"))
-        post, ev, audio_s = stream_scores(model, det, [room, talk])
+        room, talk = kc.read_stream(tmp_path / "room.wav", ["yes"]), kc.read_stream(tmp_path / "talk.wav", ["yes"])
+        post, ev, audio_s = kc.stream_scores(model, det, [room, talk])
         s_room, s_talk = replay(det, room["audio"])["scores"], replay(det, talk["audio"])["scores"]
-    off = len(post) - len(s_talk) - len(s_room)                 # the gap between the streams, once after each
-    assert off == 2 * (int(np.ceil(det.refractory_s / 0.02)) + 1) and not post[len(s_room):len(s_room) + off // 2].any()
+    off = len(post) - len(s_talk) - len(s_room)         # the gap between the streams, once after each
+    assert off == 2 * (int(np.ceil(max(det.refractory_s, 1.0) / 0.02)) + 1)
+    assert not post[len(s_room):len(s_room) + off // 2].any()
     assert np.abs(post[:len(s_room)] - s_room).max() < 1e-5
     assert np.abs(post[len(s_room) + off // 2:len(s_room) + off // 2 + len(s_talk)] - s_talk).max() < 1e-5
-    shift = (len(s_room) + off // 2) * 0.02
+    shift, cut = (len(s_room) + off // 2) * 0.02, len(s_talk) * 0.02    # the last keyword ends with its audio: cut
     assert [e["label"] for e in ev] == [e["label"] for e in talk["truth"]["events"]]
     assert [t for e in ev for t in (e["start_s"], e["end_s"])] == pytest.approx(
-        [t + shift for e in talk["truth"]["events"] for t in (e["start_s"], e["end_s"])])
+        [t + shift for e in talk["truth"]["events"] for t in (e["start_s"], min(e["end_s"], cut))])
     assert audio_s == pytest.approx((len(s_room) + len(s_talk)) * 0.02)
-    for streams, needle in (([tmp_path / "room.wav"], "no keyword event"), ([tmp_path / "nope.wav"], "does not exist")):
-        r = cli("calibrate", b, *[a for x in streams for a in ("--stream", x)])
-        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, r.err
+    # refused, the bundle left as it was: too little audio without keywords, no keyword, truth files that are not,
+    # labels that are not keywords
+    exported = (b / "manifest.json").read_bytes()
+    (tmp_path / "bad.json").write_text('{"events": [')
+    (tmp_path / "str.json").write_text('{"events": [{"label": "yes", "start_s": "0.5", "end_s": 1}]}')
     (tmp_path / "odd.json").write_text('{"events": [{"label": "banana", "start_s": 0, "end_s": 1}]}')
-    write_wav(tmp_path / "odd.wav", np.zeros(16000, np.float32))
-    r = cli("calibrate", b, "--stream", tmp_path / "odd.wav")
-    assert r.code == 2 and "['banana'] are not keywords" in r.err and r.err.count("\n") == 1, r.err
-    # a signed bundle: refused without a key (its signature would break), signed again with one
-    assert cli("keygen", "--out", tmp_path / "k").code == 0
+    for n in ("bad", "str", "odd"):
+        write_wav(tmp_path / f"{n}.wav", np.zeros(16000, np.float32))
+    for streams, needle in (([tmp_path / "talk.wav"], "s of audio without keywords; calibration needs at least 60"),
+                            ([tmp_path / "room.wav"], "no keyword event"), ([tmp_path / "nope.wav"], "does not exist"),
+                            ([tmp_path / "bad.wav"], "not a truth file"), ([tmp_path / "str.wav"], "must be a list"),
+                            ([tmp_path / "odd.wav"], "['banana'] are not keywords")):
+        r = cli("calibrate", b, *[a for x in streams for a in ("--stream", x)])
+        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, (needle, r.err)
+    real_choose = kc.choose_threshold               # a budget no threshold detects a keyword within: refused
+    monkeypatch.setattr(kc, "choose_threshold", lambda *a, **k: {**real_choose(*a, **k), "frr": 1.0})
+    r = cli("calibrate", b, "--stream", tmp_path / "talk.wav", "--stream", tmp_path / "room.wav")
+    assert r.code == 2 and "none of the 4 keywords is detected" in r.err and r.err.count("\n") == 1, r.err
+    assert (b / "manifest.json").read_bytes() == exported
+    monkeypatch.undo()
+
+    # Stored: this 2-epoch model detects nothing on its own, so each keyword said is made clear in its real scores
+    # ("yes" 0.9 over its last 0.38 s); the room's scores stay the model's
+    def clear_keywords(model, det, streams):
+        post, ev, audio_s = real_scores(model, det, streams)
+        post, yes = post.copy(), model.labels.index("yes")
+        for e in ev:
+            j = int(round(e["end_s"] / 0.02))
+            post[j - 20:j] = 0.1 / (len(model.labels) - 1)
+            post[j - 20:j, yes] = 0.9
+        return post, ev, audio_s
+
+    real_scores = kc.stream_scores
+    monkeypatch.setattr(kc, "stream_scores", clear_keywords)
+    r = cli("calibrate", b, "--stream", tmp_path / "talk.wav", "--stream", tmp_path / "room.wav",
+            "--target-fa-per-hour", "10")
+    assert r.code == 0, r.err
+    m_before, m = json.loads(exported), json.loads((b / "manifest.json").read_text())
+    cal = m["stream"]["calibration"]
+    assert cal["by"] == "edgeft calibrate" and cal["streams"] == ["talk.wav", "room.wav"] and cal["keywords"] == 4
+    assert cal["previous"] == {"threshold": m_before["stream"]["threshold"], "by": "edgeft export", "signed_by": None}
+    assert m["stream"]["threshold"] == cal["threshold"] and m["files"] == m_before["files"]   # model files as they were
+    assert f"-> {cal['threshold']}" in r.out and cal["target_fa_per_hour"] == 10 and cal["frr"] < 1 and cal["met"]
+    assert cal["fa"] <= cal["fa_allowed"] == 0 and cal["negative_hours"] * 3600 > 60      # 90 s room: no false accept
+    with runtime.load(b) as model:                                      # what the detector now uses
+        assert KwsDetector(model, "window").threshold == cal["threshold"]
+    # a signed bundle: refused without its key (its signature would break) or with another key; signed again with it
+    assert cli("keygen", "--out", tmp_path / "k").code == 0 and cli("keygen", "--out", tmp_path / "k2").code == 0
     sb = tmp_path / "signed"
     shutil.copytree(b, sb)
     assert cli("sign", sb, "--key", tmp_path / "k").code == 0
     signed = (sb / "manifest.json").read_bytes()
-    r = cli("calibrate", sb, "--stream", tmp_path / "talk.wav")
-    assert r.code == 2 and "is signed" in r.err and "--sign-key" in r.err and r.err.count("\n") == 1, r.err
+    args = ("calibrate", sb, "--stream", tmp_path / "talk.wav", "--stream", tmp_path / "room.wav",
+            "--target-fa-per-hour", "10")
+    for extra, needle in (((), "is signed"), (("--sign-key", tmp_path / "k2"), "is another key")):
+        r = cli(*args, *extra)
+        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, r.err
     assert (sb / "manifest.json").read_bytes() == signed
-    r = cli("calibrate", sb, "--stream", tmp_path / "talk.wav", "--sign-key", tmp_path / "k")
+    r = cli(*args, "--sign-key", tmp_path / "k")
     assert r.code == 0, r.err
+    monkeypatch.undo()
     with runtime.load(sb, trust=[tmp_path / "k.pub"]) as model:         # the new signature verifies
-        assert model.manifest["stream"]["calibration"]["by"] == "edgeft calibrate"
+        cal = model.manifest["stream"]["calibration"]
+        assert cal["by"] == "edgeft calibrate" and cal["previous"]["signed_by"] == \
+            json.loads(signed)["integrity"]["signature"]["key_id"]
     (tmp_path / "talk.json").write_text("{\"events\": 3}")
     r = cli("listen", b, "--source", tmp_path / "talk.wav", "--asfast")
     assert r.code == 2 and "not a truth file" in r.err and r.err.count("\n") == 1, r.err

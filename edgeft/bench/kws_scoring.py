@@ -180,12 +180,12 @@ def near_miss_report(names: list[str], peaks: list[tuple], labels: list[str], th
 
 def _substitution_rows(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s, grid):
     """Per threshold: FRR, false accepts in non-keyword audio (the negative stream + the positive stream's gaps) and
-    substitutions (a wrong keyword inside a keyword's window) apart."""
+    substitutions (a wrong keyword inside a keyword's scoring window) apart; debounced as ``score`` does."""
     rows = []
     for th in grid:
         p = score(detections_from_posteriors(post_pos, labels, kw_idx, hop_s, th, refractory_s), truth_pos["events"],
                   truth_pos["length_sec"])
-        n = len(detections_from_posteriors(post_neg, labels, kw_idx, hop_s, th, refractory_s))
+        n = score(detections_from_posteriors(post_neg, labels, kw_idx, hop_s, th, refractory_s), [], len_neg_s)["fa"]
         rows.append({"threshold": th, "frr": p["frr"], "fa": n + p["fa"] - p["fa_wrong_label"],
                      "substitutions": p["fa_wrong_label"]})
     return rows
@@ -196,9 +196,9 @@ def choose_threshold(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, h
     """Calibration on the validation streams: the lowest threshold (so the lowest false-reject rate) within two
     budgets. False accepts in non-keyword audio (the negative stream and the positive stream's gaps): at most
     ``target_fa_per_hour x negative hours`` (at least zero: with less than 1/target hours of audio the rule is "no
-    false accept on the validation audio"). Substitutions (a wrong keyword inside a keyword's window: a confusion,
-    which scales with keywords said, not with hours of other audio): at most ``max_substitution_rate`` of the
-    keywords."""
+    false accept on the validation audio"). Substitutions (a wrong keyword inside a keyword's scoring window, [start,
+    end + 1 s]: a confusion, which scales with keywords said, not with hours of other audio): at most
+    ``max_substitution_rate`` of the keywords."""
     grid = sorted(thresholds if thresholds is not None else DENSE_GRID)
     rows = _substitution_rows(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s, grid)
     p = score([], truth_pos["events"], truth_pos["length_sec"])

@@ -83,11 +83,12 @@ class StreamCfg(Section):
                               "still at the threshold this long after reaching it (0: off); words that only begin "
                               "like a keyword fall back first; adds this much detection latency")
     calibrate: bool = Field(True, description="at export, choose the threshold on a validation stream (val split) "
-                            "for target_fa_per_hour and store it in the bundle")
-    target_fa_per_hour: float = Field(1.0, gt=0, description="false accepts per hour of non-keyword audio allowed at "
-                                      "the calibrated threshold")
-    max_substitution_rate: float = Field(0.01, ge=0, le=1, description="substitutions (a wrong keyword fired while a "
-                                         "keyword is said) allowed at the calibrated threshold, per keyword said")
+                            "for target_fa_per_hour and max_substitution_rate and store it in the bundle")
+    target_fa_per_hour: float = Field(1.0, gt=0, allow_inf_nan=False, description="false accepts per hour of "
+                                      "non-keyword audio allowed at the calibrated threshold")
+    max_substitution_rate: float = Field(0.01, ge=0, le=1, allow_inf_nan=False, description="substitutions (a wrong "
+                                         "keyword fired within a keyword's scoring window) allowed at the calibrated "
+                                         "threshold, per keyword said")
     calibration_minutes: float = Field(20.0, gt=0, description="negative audio in the validation stream")
     calibration_near_misses: bool = Field(
         False, description="count the built-in set's near-miss words (one phoneme from a keyword: 'stock', 'let') "

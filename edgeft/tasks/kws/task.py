@@ -266,8 +266,8 @@ class Task(TorchClassification):
                                     "note": "not in the false-accept budget (stream.calibration_near_misses: false)"}}
                if near else {}),
             "rule": "the lowest threshold whose false accepts in the validation streams' non-keyword audio are at "
-                    "most target_fa_per_hour x its hours, and whose substitutions (a wrong keyword fired while a "
-                    "keyword is said) are at most max_substitution_rate x the keywords said"}
+                    "most target_fa_per_hour x its hours, and whose substitutions (a wrong keyword fired within a "
+                    "keyword's scoring window) are at most max_substitution_rate x the keywords said"}
         return stream
 
     def extra_manifest(self, recipe) -> dict:
