@@ -580,7 +580,8 @@ def test_calibrate_refuses_bad_arguments_before_touching_the_bundle(cli, ort_bun
     write_wav(wav, np.zeros(16000, np.float32))
     (tmp_path / "s.json").write_text('{"events": []}')
     for args, needle in (
-            (["--target-fa-per-hour", "0"], "--target-fa-per-hour 0: it must be > 0"),
+            (["--target-fa-per-hour", "0"], "--target-fa-per-hour 0: it must be a number > 0"),
+            (["--target-fa-per-hour", "inf"], "--target-fa-per-hour inf: it must be a number > 0"),
             (["--max-substitution-rate", "2"], "--max-substitution-rate 2: valid is 0 to 1"),
             (["--threads", "0"], "--threads"),
             (["--sign-key", tmp_path / "nokey"], "nokey")):
