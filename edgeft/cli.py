@@ -968,7 +968,7 @@ def calibrate(
                f"min of audio ({c['keywords']} keywords, {c['negative_hours'] * 60:.1f} min without keywords): FRR "
                f"{c['frr']:.3f}, {c['fa']} false accept(s) = {fa_h} (allowed {c['fa_allowed']}), {c['substitutions']} "
                f"substitution(s) (allowed {c['substitutions_allowed']})")
-    log.next_step(f"edgeft listen {bundle} --source talk.wav")
+    log.next_step(f"edgeft listen {bundle} --source {stream[0]} --asfast")
 
 
 @data_app.command("make-kws")

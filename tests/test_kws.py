@@ -516,6 +516,7 @@ stream: {{calibration_minutes: 0.5}}
     assert cal["previous"] == {"threshold": m_before["stream"]["threshold"], "by": "edgeft export", "signed_by": None}
     assert m["stream"]["threshold"] == cal["threshold"] and m["files"] == m_before["files"]   # model files as they were
     assert f"-> {cal['threshold']}" in r.out and cal["target_fa_per_hour"] == 10 and cal["frr"] < 1 and cal["met"]
+    assert f"Next: edgeft listen {b} --source {tmp_path / 'talk.wav'} --asfast" in r.out     # runnable as printed
     assert cal["fa"] <= cal["fa_allowed"] == 0 and cal["negative_hours"] * 3600 > 60      # 90 s room: no false accept
     with runtime.load(b) as model:                                      # what the detector now uses
         assert KwsDetector(model, "window").threshold == cal["threshold"]
