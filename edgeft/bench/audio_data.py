@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +171,26 @@ def load_stream(wav: str) -> dict:
     if not truth_p.is_file():
         raise DataError(f"--stream {wav!r} has no truth file {truth_p.name} beside it",
                         hint="a JSON with events: [{label, start_s, end_s}] (MLPerf Tiny SWW style)")
-    truth = json.loads(truth_p.read_text())
-    if "events" not in truth:
-        raise DataError(f"{truth_p}: no 'events' list")
-    return {"audio": read_wav(p), "truth": truth, "path": str(p)}
+    return {"audio": read_wav(p), "truth": read_truth(truth_p), "path": str(p)}
+
+
+def _is_time(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def read_truth(truth_p: Path, hint: str | None = None) -> dict:
+    """A stream's truth file (MLPerf Tiny SWW style: events with label, start_s <= end_s in seconds), checked:
+    anything else is one DataError, never a traceback."""
+    hint = hint or 'it needs {"events": [{"label", "start_s", "end_s"}...]} (edgeft data make-stream writes one)'
+    try:
+        truth = json.loads(Path(truth_p).read_text(encoding="utf-8"))
+        ev = truth["events"]
+        ok = isinstance(ev, list) and all(
+            isinstance(e, dict) and isinstance(e.get("label"), str) and _is_time(e.get("start_s"))
+            and _is_time(e.get("end_s")) and e["start_s"] <= e["end_s"] for e in ev)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise DataError(f"{truth_p}: not a truth file ({type(e).__name__}: {str(e)[:80]})", hint=hint) from None
+    if not ok:
+        raise DataError(f"{truth_p}: not a truth file: 'events' must be a list of {{label: text, start_s <= end_s: "
+                        "seconds >= 0}", hint=hint)
+    return truth

@@ -11,7 +11,6 @@ in ``stream.calibration.previous``.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -34,39 +33,17 @@ def check_budgets(target_fa_per_hour: float, max_substitution_rate: float) -> No
                         hint="the share of keywords said that may fire as another keyword, e.g. 0.01")
 
 
-def _is_time(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-
-
 def read_stream(path, keywords: list[str]) -> dict:
-    """A wav and the truth .json beside it (events: label, start_s, end_s), checked; DataError on anything else."""
-    from ..data.audio import read_wav
+    """A wav and its checked truth .json (``audio_data.load_stream``), whose events must be the bundle's keywords."""
+    from .audio_data import load_stream
 
-    p = Path(path)
-    truth_p = p.with_suffix(".json")
-    if not p.is_file():
-        raise DataError(f"--stream {str(p)!r} does not exist", hint="pass a .wav file")
-    if not truth_p.is_file():
-        raise DataError(f"--stream {str(p)!r} has no truth file {truth_p.name} beside it",
-                        hint='write {"events": [{"label": "yes", "start_s": 1.2, "end_s": 1.7}]}, or {"events": []} '
-                             "for audio without keywords")
-    try:
-        ev = json.loads(truth_p.read_text(encoding="utf-8"))["events"]
-        ok = isinstance(ev, list) and all(
-            isinstance(e, dict) and isinstance(e.get("label"), str) and _is_time(e.get("start_s"))
-            and _is_time(e.get("end_s")) and e["start_s"] <= e["end_s"] for e in ev)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{truth_p}: not a truth file ({type(e).__name__}: {str(e)[:80]})",
-                        hint='it needs {"events": [{"label", "start_s", "end_s"}...]} (edgeft data make-stream '
-                             "writes one)") from None
-    if not ok:
-        raise DataError(f"{truth_p}: 'events' must be a list of {{label: text, start_s <= end_s: seconds >= 0}}",
-                        hint="[] for audio with no keyword in it")
-    other = sorted({e["label"] for e in ev} - set(keywords))
+    s = load_stream(str(path))
+    truth_p = Path(path).with_suffix(".json")
+    other = sorted({e["label"] for e in s["truth"]["events"]} - set(keywords))
     if other:
         raise DataError(f"{truth_p}: event label(s) {other} are not keywords of this bundle",
                         hint=f"its keywords: {', '.join(keywords)}")
-    return {"audio": read_wav(p), "truth": {"events": ev}, "path": str(p)}
+    return s
 
 
 def stream_scores(model, det, streams: list[dict]) -> tuple[np.ndarray, list[dict], float]:

@@ -45,21 +45,17 @@ def listen(bundle, source: str, mode: str = "auto", realtime: bool = True, thres
 def score_against_truth(wav: str, detections: list[dict], audio_s: float) -> str | None:
     """With a truth file beside the wav (``stream_x.json``, as `edgeft data make-stream` writes; MLPerf Tiny's
     format: events with label, start_s, end_s), score the detections: hits, misses (FRR) and false accepts."""
-    import json
     from pathlib import Path
 
+    from .audio_data import read_truth
     from .kws_scoring import score
 
     truth_p = Path(wav).with_suffix(".json")
     if not truth_p.is_file():
         return None
-    try:
-        truth = json.loads(truth_p.read_text())
-        events = [e for e in truth["events"] if e["end_s"] <= audio_s]   # --seconds may cut the stream short
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{truth_p}: not a truth file ({type(e).__name__}: {e})",
-                        hint="it needs {\"events\": [{\"label\", \"start_s\", \"end_s\"}...]} (edgeft data "
-                             "make-stream writes one); move it away to listen without scoring") from None
+    truth = read_truth(truth_p, hint='it needs {"events": [{"label", "start_s", "end_s"}...]} (edgeft data '
+                                     "make-stream writes one); move it away to listen without scoring")
+    events = [e for e in truth["events"] if e["end_s"] <= audio_s]     # --seconds may cut the stream short
     s = score(detections, events, audio_s)
     fa_h = s["fa"] / s["negative_hours"] if s["negative_hours"] > 0 else float("nan")
     frr = f"FRR {s['frr']:.3f} [95% CI {s['frr_ci95'][0]:.3f}, {s['frr_ci95'][1]:.3f}]" if s["positives"] else "FRR –"
