@@ -85,7 +85,8 @@ def calibrate(bundle, streams, *, target_fa_per_hour: float = 1.0, max_substitut
     if not streams:
         raise DataError("no --stream given", hint="pass a .wav with its truth .json beside it, once per stream")
     bundle = Path(bundle)
-    m0 = read_manifest(bundle, trust={})          # a clear error for a missing or broken bundle, before the lock
+    m0 = read_manifest(bundle, verify=False)      # a clear error for a missing bundle, before the lock (the files
+    #                                               are verified once, under it)
     if m0.get("task") != "kws":
         raise DataError(f"`edgeft calibrate` sets a keyword detector's threshold; {bundle} is a {m0.get('task')!r} "
                         "bundle", hint="pass a bundle exported from a kws recipe")

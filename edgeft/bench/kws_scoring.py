@@ -81,7 +81,8 @@ def detections_from_posteriors(post: np.ndarray, labels: list[str], kw_idx: list
 def roc(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s,
         thresholds=None, negative_only: bool = False) -> list[dict]:
     """FRR (positive stream) and false accepts per threshold; false accepts count both streams' non-keyword time,
-    or the negative stream's alone (``negative_only``)."""
+    or the negative stream's alone (``negative_only``); ``substitutions``: those of them that are a wrong keyword
+    inside a keyword's window."""
     thresholds = thresholds if thresholds is not None else [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
     rows = []
     for th in thresholds:
@@ -89,9 +90,10 @@ def roc(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refract
                   truth_pos["length_sec"])
         n = score(detections_from_posteriors(post_neg, labels, kw_idx, hop_s, th, refractory_s), [], len_neg_s)
         if negative_only:
-            p = {**p, "fa": 0, "negative_hours": 0.0}
+            p = {**p, "fa": 0, "negative_hours": 0.0, "fa_wrong_label": 0}
         c = combine(p, n)
-        rows.append({"threshold": th, "frr": c["frr"], "fa_per_hour": c["fa_per_hour"], "fa": c["fa"]})
+        rows.append({"threshold": th, "frr": c["frr"], "fa_per_hour": c["fa_per_hour"], "fa": c["fa"],
+                     "substitutions": c["fa_wrong_label"]})
     return rows
 
 
@@ -178,19 +180,6 @@ def near_miss_report(names: list[str], peaks: list[tuple], labels: list[str], th
     return out
 
 
-def _substitution_rows(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s, grid):
-    """Per threshold: FRR, false accepts in non-keyword audio (the negative stream + the positive stream's gaps) and
-    substitutions (a wrong keyword inside a keyword's scoring window) apart; debounced as ``score`` does."""
-    rows = []
-    for th in grid:
-        p = score(detections_from_posteriors(post_pos, labels, kw_idx, hop_s, th, refractory_s), truth_pos["events"],
-                  truth_pos["length_sec"])
-        n = score(detections_from_posteriors(post_neg, labels, kw_idx, hop_s, th, refractory_s), [], len_neg_s)["fa"]
-        rows.append({"threshold": th, "frr": p["frr"], "fa": n + p["fa"] - p["fa_wrong_label"],
-                     "substitutions": p["fa_wrong_label"]})
-    return rows
-
-
 def choose_threshold(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s,
                      target_fa_per_hour: float = 1.0, thresholds=None, max_substitution_rate: float = 0.01) -> dict:
     """Calibration on the validation streams: the lowest threshold (so the lowest false-reject rate) within two
@@ -200,7 +189,8 @@ def choose_threshold(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, h
     end + 1 s]: a confusion, which scales with keywords said, not with hours of other audio): at most
     ``max_substitution_rate`` of the keywords."""
     grid = sorted(thresholds if thresholds is not None else DENSE_GRID)
-    rows = _substitution_rows(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s, grid)
+    rows = roc(post_pos, post_neg, truth_pos, len_neg_s, labels, kw_idx, hop_s, refractory_s, thresholds=grid)
+    rows = [{**r, "fa": r["fa"] - r["substitutions"]} for r in rows]      # false accepts in non-keyword audio alone
     p = score([], truth_pos["events"], truth_pos["length_sec"])
     hours = p["negative_hours"] + len_neg_s / 3600
     allowed = int(np.floor(target_fa_per_hour * hours + 1e-9))
