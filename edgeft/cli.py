@@ -988,7 +988,7 @@ def data_make_kws(out: Optional[Path] = typer.Option(None, "--out", "-o", help="
                f"{m.get('keyword_in_context_clips', 0)} "
                f"keywords between other words; {m['silence']} silence, "
                f"{m['real_unknown_clips']} real-voice unknown clips)")
-    log.next_step(f"edgeft finetune --recipe kws/dscnn_s --data {nextsteps.q(p)} --out runs/kws")
+    log.next_step(f"edgeft finetune --recipe {nextsteps.KWS_RECIPE} --data {nextsteps.q(p)} --out runs/kws")
 
 
 @data_app.command("make-stream")

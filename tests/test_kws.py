@@ -53,11 +53,12 @@ def test_incremental_features_equal_full_window():
         assert np.abs(f[:, a] - lm.frames_from(long[a * 160:a * 160 + 512])[:, 0]).max() < 1e-5
 
 
-def test_streaming_model_equals_full_window():
+@pytest.mark.parametrize("name", ["ds_tcn", "ds_tcn_m"])
+def test_streaming_model_equals_full_window(name):
     from edgeft.models import create_model
     from edgeft.models.audio import streaming_wrapper
 
-    m = create_model("ds_tcn", 12).eval()
+    m = create_model(name, 12).eval()
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, torch.nn.BatchNorm1d):

@@ -126,7 +126,7 @@ def test_make_kws_next_command_uses_the_folder(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(audio, "make_kws_tts", lambda out, seed=0: d)
     r = cli("data", "make-kws", "--out", d)
     (argv,) = next_commands(r.out)
-    assert argv[:3] == ["finetune", "--recipe", "kws/dscnn_s"] and argv[argv.index("--data") + 1] == str(d)
+    assert argv[:3] == ["finetune", "--recipe", "kws/ds_tcn_m"] and argv[argv.index("--data") + 1] == str(d)
 
 
 def test_kws_bundle_next_commands_listen_and_stream(tmp_path):

@@ -2,10 +2,11 @@
 
 - ``dscnn_s/m/l``: DS-CNN from "Hello Edge" / the MLPerf Tiny KWS reference (S: 64 ch x 4 DS blocks, M: 172 x 4,
   L: 276 x 5): a 2-D conv stem (stride 2) then depthwise-separable blocks, average pool, linear.
-- ``ds_tcn``: a depthwise-separable *temporal* conv net with causal, dilated, unpadded ("valid") 1-D convs and
-  an average over the last frames. Because every layer only looks back in time, it has an exact streaming
-  form (Rybakov et al. 2020, external state): each hop feeds only the new frames plus per-layer state, and
-  the result equals re-running the whole window (``DSTCNStream``).
+- ``ds_tcn`` (64 ch x 4 blocks) and ``ds_tcn_m`` (160 ch x 6 blocks): a depthwise-separable *temporal* conv
+  net with causal, dilated, unpadded ("valid") 1-D convs and an average over the last frames. Because every
+  layer only looks back in time, it has an exact streaming form (Rybakov et al. 2020, external state): each hop
+  feeds only the new frames plus per-layer state, and the result equals re-running the whole window
+  (``DSTCNStream``).
 """
 from __future__ import annotations
 
@@ -189,6 +190,8 @@ _reg("dscnn_m", lambda nc, dropout=None, n_mels=40: _dscnn(nc, 172, 4, dropout, 
 _reg("dscnn_l", lambda nc, dropout=None, n_mels=40: _dscnn(nc, 276, 5, dropout, n_mels), "DS-CNN-L, ~420k params")
 _reg("ds_tcn", lambda nc, dropout=None, n_mels=40: _ds_tcn(nc, 64, dropout, n_mels),
      "depthwise-separable temporal conv net (causal, dilated): has an exact streaming form, ~15k params")
+_reg("ds_tcn_m", lambda nc, dropout=None, n_mels=40: _ds_tcn(nc, 160, dropout, n_mels, dilations=(1, 2, 4, 8, 1, 2)),
+     "wider, deeper DS-TCN (160 channels, 6 blocks, 750 ms receptive field): streaming form, ~180k params")
 _reg("test_kws", lambda nc, dropout=None, n_mels=40: _dscnn(nc, 8, 1, dropout, n_mels), "tiny DS-CNN for tests")
 _reg("test_tcn", lambda nc, dropout=None, n_mels=40: _ds_tcn(nc, 8, dropout, n_mels, dilations=(1, 2)),
      "tiny streaming DS-TCN for tests")
